@@ -1,0 +1,132 @@
+/*
+ * conf_table.c - the settings table: one row per field of struct conf (conf.h), and the values.
+ *
+ * Every default, bound and help line lives here and nowhere else: the parser, `-o key=value`,
+ * `mxgate config check`, conf/mxgate.conf and docs/configuration.md are all generated from these
+ * rows (conf.c). Rows are grouped by the prefix before the first dot, in the order the reference
+ * shows them. Defaults are written in the canonical form conf_format_value() prints, and a unit
+ * test checks that each one parses and lies within its bounds. Limits follow RFC 5321 section
+ * 4.5.3.1 (a minimum of 512 / 1000 / 64 / 255 / 256 octets, 100 recipients) and Postfix's defaults.
+ */
+#include "conf.h"
+
+#include <stddef.h>
+
+struct conf conf;
+
+#define KB 1024LL
+#define MB (1024LL * KB)
+#define GB (1024LL * MB)
+
+#define MSEC 1LL
+#define SEC (1000LL * MSEC)
+#define MIN (60LL * SEC)
+#define HOUR (60LL * MIN)
+#define DAY (24LL * HOUR)
+
+#define FIELD(f) offsetof(struct conf, f)
+
+/* One macro per shape of row, so each row reads as name, field, default, bounds, reload, help. */
+#define STR(n, f, d, r, h) { n, CONF_STR, FIELD(f), d, 0, 0, NULL, r, h }
+#define CHOICE_STR(n, f, d, c, r, h) { n, CONF_STR, FIELD(f), d, 0, 0, c, r, h }
+#define LIST(n, f, d, r, h) { n, CONF_LIST, FIELD(f), d, 0, 0, NULL, r, h }
+#define NUM(t, n, f, d, lo, hi, r, h) { n, t, FIELD(f), d, lo, hi, NULL, r, h }
+#define ENUM(n, f, d, c, r, h) { n, CONF_ENUM, FIELD(f), d, 0, 0, c, r, h }
+
+const struct conf_row conf_rows[] = {
+    /* general */
+    STR("state_dir", state_dir, "./var", false,
+        "Directory for the appliance's state: private Redis data, self-signed TLS pair, mailboxes."),
+
+    /* log */
+    CHOICE_STR("log.level", log_level, "info", "debug|info|warn|error|crit", true,
+        "Lowest level of log line written: debug, info, warn, error or crit."),
+
+    /* redis */
+    STR("redis.url", redis_url, "", false,
+        "Redis to use: redis://host:port/db or unix:/path; empty = start a private redis-server under state_dir."),
+    STR("redis.server", redis_server, "redis-server", false,
+        "redis-server binary started when redis.url is empty (a bare name is looked up in PATH)."),
+    STR("redis.prefix", redis_prefix, "mxg", false,
+        "Prefix of every Redis key, so that several installations can share one Redis."),
+    NUM(CONF_DURATION, "redis.timeout", redis_timeout, "5s", 100 * MSEC, 60 * SEC, false,
+        "Time allowed for connecting to Redis and for each Redis command."),
+
+    /* edge: listeners and identity */
+    LIST("edge.listen", edge_listen, "127.0.0.1:2525", false,
+        "MX listeners (port 25 in production) as host:port; *:25 = every IPv4 and IPv6 address; empty = none."),
+    LIST("edge.submission_listen", edge_submission_listen, "127.0.0.1:2587", false,
+        "Submission listeners (STARTTLS, AUTH required) as host:port; empty = none."),
+    LIST("edge.smtps_listen", edge_smtps_listen, "", false,
+        "Implicit-TLS submission listeners (port 465 in production) as host:port; empty = none."),
+    STR("edge.hostname", edge_hostname, "", true,
+        "Host name in the 220 greeting, the EHLO reply and Received headers; empty = this machine's FQDN."),
+    STR("edge.banner", edge_banner, "ESMTP mxgate", true,
+        "Text after the host name in the 220 greeting."),
+
+    /* edge: policy */
+    LIST("edge.trusted_networks", edge_trusted_networks, "", true,
+        "Client networks (address/prefix) that may relay without AUTH; empty = none."),
+    STR("edge.auth_users", edge_auth_users, "", true,
+        "File of 'user crypt-hash' lines for SMTP AUTH; empty = AUTH is not offered."),
+
+    /* edge: limits */
+    NUM(CONF_INT, "edge.max_command_line", edge_max_command_line, "512", 512, 65536, true,
+        "Longest SMTP command line accepted, in octets including CRLF (RFC 5321 minimum: 512)."),
+    NUM(CONF_INT, "edge.max_line_length", edge_max_line_length, "1000", 1000, 1000000, true,
+        "Longest line of message text accepted, in octets including CRLF (RFC 5321 minimum: 1000)."),
+    NUM(CONF_INT, "edge.max_local_part", edge_max_local_part, "64", 64, 1024, true,
+        "Longest local part of an address, in octets (RFC 5321 minimum: 64)."),
+    NUM(CONF_INT, "edge.max_domain", edge_max_domain, "255", 255, 1024, true,
+        "Longest domain of an address, in octets (RFC 5321 minimum: 255)."),
+    NUM(CONF_INT, "edge.max_path", edge_max_path, "256", 256, 2048, true,
+        "Longest reverse-path or forward-path, in octets including the angle brackets (RFC 5321 minimum: 256)."),
+    NUM(CONF_INT, "edge.max_recipients", edge_max_recipients, "1000", 1, 100000, true,
+        "Most recipients accepted for one message (RFC 5321 asks for at least 100)."),
+    NUM(CONF_INT, "edge.max_messages", edge_max_messages, "100", 1, 100000, true,
+        "Most messages accepted in one SMTP session."),
+    NUM(CONF_SIZE, "edge.message_size_limit", edge_message_size_limit, "35M", 1 * KB, 2 * GB, true,
+        "Largest message accepted, in bytes (k, M, G suffixes); announced in the EHLO SIZE keyword."),
+    NUM(CONF_INT, "edge.max_connections", edge_max_connections, "10000", 1, 1000000, true,
+        "Most simultaneous client connections per edge process."),
+    NUM(CONF_INT, "edge.max_connections_per_ip", edge_max_connections_per_ip, "50", 0, 1000000, true,
+        "Most simultaneous connections from one client IP address; 0 = no limit."),
+    NUM(CONF_DURATION, "edge.idle_timeout", edge_idle_timeout, "5m", 1 * SEC, 1 * HOUR, true,
+        "Time to wait for the client's next command before closing the connection."),
+    NUM(CONF_DURATION, "edge.data_timeout", edge_data_timeout, "10m", 1 * SEC, 1 * DAY, true,
+        "Longest time one DATA or BDAT transfer may take in total."),
+    NUM(CONF_SIZE, "edge.min_data_rate", edge_min_data_rate, "500", 0, 1 * GB, true,
+        "Slowest transfer accepted during DATA after its first 30 seconds, in bytes per second; 0 = off."),
+    NUM(CONF_INT, "edge.soft_error_limit", edge_soft_error_limit, "10", 1, 1000, true,
+        "Errors in one session after which every reply is delayed by edge.error_sleep."),
+    NUM(CONF_INT, "edge.hard_error_limit", edge_hard_error_limit, "20", 1, 1000, true,
+        "Errors in one session after which the client gets 421 and is disconnected."),
+    NUM(CONF_DURATION, "edge.error_sleep", edge_error_sleep, "1s", 0, 1 * MIN, true,
+        "Delay added to each reply once a session is past edge.soft_error_limit; 0 = none."),
+    NUM(CONF_DURATION, "edge.greet_pause", edge_greet_pause, "0s", 0, 1 * MIN, true,
+        "Wait before the 220 greeting; a client that talks first gets 554. 0 = greet at once."),
+    ENUM("edge.bare_newline", edge_bare_newline, "normalize", "normalize|reject", true,
+        "A bare LF in message text: normalize = accept it as CRLF, reject = refuse the message."),
+
+    /* local */
+    LIST("local.domains", local_domains, "example.test", true,
+        "Domains delivered to the local mailbox tier; mail for any other domain is relayed."),
+    STR("local.recipients", local_recipients, "", true,
+        "File of valid local addresses, one per line; empty = every address in local.domains exists."),
+
+    /* tls */
+    STR("tls.cert", tls_cert, "", true,
+        "PEM certificate chain for STARTTLS and implicit TLS; empty (with tls.key) = self-signed pair under state_dir."),
+    STR("tls.key", tls_key, "", true,
+        "PEM private key of tls.cert; set both or neither."),
+
+    /* dns */
+    LIST("dns.servers", dns_servers, "", false,
+        "DNS servers as ip or ip:port ([ipv6]:port); empty = the nameservers of /etc/resolv.conf."),
+
+    /* admin */
+    STR("admin.listen", admin_listen, "127.0.0.1:8025", false,
+        "Address (host:port) of the HTTP admin API; keep it on loopback or a management network."),
+};
+
+const size_t conf_nrows = sizeof conf_rows / sizeof conf_rows[0];

@@ -1,0 +1,90 @@
+/*
+ * ops_config.c - semantic checks of a loaded configuration, for `mxgate config check`.
+ *
+ * The file parser (lib/conf.c) knows types and bounds; this knows what the values mean, and loads
+ * every file they name exactly as the roles will, so a configuration that passes here starts.
+ */
+#include "ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/ssl.h>
+
+#include "authdb.h"
+#include "cidr.h"
+#include "conf.h"
+#include "edge.h"
+#include "netaddr.h"
+#include "redis.h"
+#include "tls.h"
+
+/* Runs one check; on failure prefixes each of its message lines with "FILE: key: ". */
+static bool report(struct buf *errs, const char *file, const char *key, bool ok, struct buf *msg)
+{
+    if (!ok) {
+        const char *p = buf_cstr(msg);
+        while (*p != '\0') {
+            const char *nl = strchr(p, '\n');
+            size_t n = nl ? (size_t)(nl - p) : strlen(p);
+            buf_printf(errs, "%s: %s: %.*s\n", file ? file : "(defaults)", key, (int)n, p);
+            p += n + (nl != NULL);
+        }
+    }
+    buf_reset(msg);
+    return ok;
+}
+
+static bool check_listen(const struct strlist *l, struct buf *msg)
+{
+    bool ok = true;
+    for (size_t i = 0; i < l->n; i++) {
+        struct netaddr *a = NULL;
+        size_t n = 0;
+        if (!netaddr_parse_listen(l->v[i], &a, &n, msg)) {
+            buf_putc(msg, '\n');
+            ok = false;
+        }
+        free(a);
+    }
+    return ok;
+}
+
+bool ops_config_validate(const char *file, struct buf *errs)
+{
+    struct buf msg = BUF_INIT;
+    bool ok = true;
+    ok &= report(errs, file, "edge.listen", check_listen(&conf.edge_listen, &msg), &msg);
+    ok &= report(errs, file, "edge.submission_listen", check_listen(&conf.edge_submission_listen, &msg), &msg);
+    ok &= report(errs, file, "edge.smtps_listen", check_listen(&conf.edge_smtps_listen, &msg), &msg);
+
+    struct cidr_list nets = { NULL, 0 };
+    ok &= report(errs, file, "edge.trusted_networks",
+                 cidr_list_parse(&conf.edge_trusted_networks, &nets, &msg), &msg);
+    cidr_list_free(&nets);
+
+    if (conf.redis_url[0] != '\0') {
+        struct redis_target t;
+        bool good = redis_url_parse(conf.redis_url, &t, &msg);
+        if (good)
+            redis_target_clear(&t);
+        ok &= report(errs, file, "redis.url", good, &msg);
+    }
+    if (conf.local_recipients[0] != '\0') {
+        struct edge_rcptdb *db = edge_rcptdb_load(conf.local_recipients, &msg);
+        ok &= report(errs, file, "local.recipients", db != NULL, &msg);
+        edge_rcptdb_free(db);
+    }
+    if (conf.edge_auth_users[0] != '\0') {
+        struct authdb *db = authdb_load(conf.edge_auth_users, &msg);
+        ok &= report(errs, file, "edge.auth_users", db != NULL, &msg);
+        authdb_free(db);
+    }
+    if (conf.tls_cert[0] != '\0') {
+        SSL_CTX *ctx = tls_server_ctx_new(conf.tls_cert, conf.tls_key, &msg);
+        ok &= report(errs, file, "tls.cert", ctx != NULL, &msg);
+        SSL_CTX_free(ctx);
+    }
+    buf_release(&msg);
+    return ok;
+}

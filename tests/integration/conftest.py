@@ -1,0 +1,65 @@
+"""Fixtures: a private redis-server and an mxgate edge on free loopback ports, per test."""
+import os
+import subprocess
+
+import pytest
+
+import mxtest
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    r = mxtest.Redis(tmp_path / "redis")
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def edge_factory(tmp_path, redis_server):
+    """Starts `mxgate edge` with extra -o overrides; every one started is stopped afterwards."""
+    started = []
+
+    def make(overrides=None, name="edge", **kw):
+        m = mxtest.Mxgate(tmp_path / name, redis_server.url, overrides, **kw)
+        started.append(m)
+        return m
+
+    yield make
+    for m in started:
+        m.stop()
+
+
+@pytest.fixture
+def edge(edge_factory):
+    return edge_factory()
+
+
+@pytest.fixture(scope="session")
+def tls_pair(tmp_path_factory):
+    """A self-signed certificate and key made with the openssl command for mx.test."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=mx.test"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture(scope="session")
+def auth_users(tmp_path_factory):
+    """An AUTH users file: alice / secret-alice (sha512-crypt), bob / s3cret (sha256-crypt)."""
+    d = tmp_path_factory.mktemp("auth")
+    path = str(d / "users")
+
+    def hash(method, pw):
+        return subprocess.run(["openssl", "passwd", method, pw], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    alice = hash("-6", "secret-alice")
+    bob = hash("-5", "s3cret")
+    with open(path, "w") as f:
+        f.write(f"# test users\nalice {alice}\nbob {bob}\n")
+    return path
+
+
+def pytest_configure(config):
+    assert os.path.exists(mxtest.BIN), f"mxgate binary not found at {mxtest.BIN}; run make"

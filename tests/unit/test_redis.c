@@ -1,0 +1,963 @@
+/*
+ * test_redis.c - redis.c and queue_enqueue() against a real redis-server.
+ *
+ * The group setup starts redis-server (Debian's 7.x) in a mkdtemp directory on a unix socket with
+ * the durability settings mxgate requires, and every test drives a libevent loop. The tests
+ * stop, freeze (SIGSTOP) and restart the server, make it full (maxmemory) and read-only (a
+ * replica), and check that the caller always hears back exactly once and never hears "ok" when
+ * Redis did not apply the whole transaction. The server is killed at exit (atexit, and
+ * PR_SET_PDEATHSIG should the test die).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "buf.h"
+#include "log.h"
+#include "queue.h"
+#include "redis.h"
+
+static char dir[64];
+static char sock_path[128];
+static char log_path[128];
+static pid_t server_pid = -1;
+static int log_fd = -1;
+static struct event_base *base;
+
+/* ---- the server ------------------------------------------------------------------------------ */
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static bool server_answers(void)
+{
+    struct timeval tv = { 0, 200000 };
+    redisContext *c = redisConnectUnixWithTimeout(sock_path, tv);
+    bool ok = false;
+    if (c != NULL && c->err == 0) {
+        redisReply *r = redisCommand(c, "PING");
+        ok = r != NULL && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
+        if (r != NULL)
+            freeReplyObject(r);
+    }
+    redisFree(c);
+    return ok;
+}
+
+static void server_start(void)
+{
+    char out[160];
+    snprintf(out, sizeof out, "%s/redis.out", dir);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock_path,
+               "--dir", dir, "--appendonly", "yes", "--appendfsync", "always",
+               "--no-appendfsync-on-rewrite", "no", "--maxmemory-policy", "noeviction",
+               "--save", "", "--daemonize", "no", (char *)NULL);
+        _exit(127);
+    }
+    server_pid = pid;
+    long long end = mono_ms() + 5000;
+    while (!server_answers()) {
+        assert_true(mono_ms() < end);
+        sleep_ms(10);
+    }
+}
+
+static void server_stop(void)
+{
+    if (server_pid <= 0)
+        return;
+    kill(server_pid, SIGCONT);
+    kill(server_pid, SIGTERM);
+    waitpid(server_pid, NULL, 0);
+    server_pid = -1;
+}
+
+static void at_exit(void)
+{
+    if (server_pid > 0) {
+        kill(server_pid, SIGKILL);
+        waitpid(server_pid, NULL, 0);
+        server_pid = -1;
+    }
+    if (dir[0] != '\0') {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", dir);
+        dir[0] = '\0';
+    }
+}
+
+/* A blocking connection for checking what the server holds. */
+static redisContext *sync_conn(void)
+{
+    struct redis_target t = { .path = sock_path };
+    struct buf err = BUF_INIT;
+    redisContext *c = redis_connect_sync(&t, 2000, &err);
+    if (c == NULL)
+        fail_msg("redis_connect_sync: %s", buf_cstr(&err));
+    buf_release(&err);
+    return c;
+}
+
+/* Runs a command on a fresh blocking connection and checks it answered +OK. */
+static void admin(const char *fmt, const char *arg)
+{
+    redisContext *c = sync_conn();
+    redisReply *r = redisCommand(c, fmt, arg);
+    assert_non_null(r);
+    if (r->type == REDIS_REPLY_ERROR)
+        fail_msg("%s: %s", fmt, r->str);
+    freeReplyObject(r);
+    redisFree(c);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    strcpy(dir, "/tmp/mxg-redis-XXXXXX");
+    if (mkdtemp(dir) == NULL)
+        return -1;
+    atexit(at_exit);
+    snprintf(sock_path, sizeof sock_path, "%s/redis.sock", dir);
+    snprintf(log_path, sizeof log_path, "%s/mxgate.log", dir);
+    log_fd = open(log_path, O_RDWR | O_CREAT | O_APPEND, 0600);
+    if (log_fd < 0)
+        return -1;
+    log_init("test", LOG_INFO, log_fd);
+    base = event_base_new();
+    server_start();
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    server_stop();
+    event_base_free(base);
+    close(log_fd);
+    log_init("test", LOG_INFO, 2);
+    at_exit();
+    return 0;
+}
+
+/* ---- the loop -------------------------------------------------------------------------------- */
+
+/* Runs the loop until pred(arg) holds or ms have passed; returns pred(arg). */
+static bool run_until(bool (*pred)(void *), void *arg, long long ms)
+{
+    long long end = mono_ms() + ms;
+    while (!pred(arg) && mono_ms() < end) {
+        struct timeval tv = { 0, 10000 };
+        event_base_loopexit(base, &tv);
+        event_base_dispatch(base);
+    }
+    return pred(arg);
+}
+
+static bool never(void *arg)
+{
+    (void)arg;
+    return false;
+}
+
+static void run_for(long long ms)
+{
+    run_until(never, NULL, ms);
+}
+
+static bool is_connected(void *arg)
+{
+    return redis_connected(arg);
+}
+
+static bool is_down(void *arg)
+{
+    return !redis_connected(arg);
+}
+
+/* Counts log lines of an event (that also contain text, unless NULL). */
+static int log_count_with(const char *event, const char *text)
+{
+    char needle[64];
+    snprintf(needle, sizeof needle, "\"event\":\"%s\"", event);
+    FILE *f = fopen(log_path, "r");
+    assert_non_null(f);
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f) != NULL)
+        n += strstr(line, needle) != NULL && (text == NULL || strstr(line, text) != NULL);
+    fclose(f);
+    return n;
+}
+
+static int log_count(const char *event)
+{
+    return log_count_with(event, NULL);
+}
+
+static struct redis *connect_new(long long timeout_ms, const char *name)
+{
+    struct redis_target t = { .path = sock_path };
+    struct redis *r = redis_new(base, &t, timeout_ms, name);
+    assert_true(run_until(is_connected, r, 3000));
+    return r;
+}
+
+/* ---- replies --------------------------------------------------------------------------------- */
+
+struct got {
+    int calls;
+    bool had_reply;
+    int type;
+    char str[512];
+    char err[256];
+};
+
+static void on_reply(redisReply *reply, const char *err, void *arg)
+{
+    struct got *g = arg;
+    g->calls++;
+    g->had_reply = reply != NULL;
+    if (reply != NULL) {
+        g->type = reply->type;
+        snprintf(g->str, sizeof g->str, "%s", reply->str != NULL ? reply->str : "");
+    }
+    snprintf(g->err, sizeof g->err, "%s", err != NULL ? err : "");
+}
+
+static bool got_called(void *arg)
+{
+    return ((struct got *)arg)->calls > 0;
+}
+
+struct done {
+    int calls;
+    bool ok;
+    char err[256];
+};
+
+static void on_done(bool ok, const char *err, void *arg)
+{
+    struct done *d = arg;
+    d->calls++;
+    d->ok = ok;
+    snprintf(d->err, sizeof d->err, "%s", err != NULL ? err : "(null)");
+}
+
+static bool done_called(void *arg)
+{
+    return ((struct done *)arg)->calls > 0;
+}
+
+/* ---- a message ------------------------------------------------------------------------------- */
+
+static const char body[] = "From: <a@example.test>\r\nSubject: binary\r\n\r\nline one\r\n"
+                           "nul\0inside\r\n.\r\n..dot\r\n\r\n\xff\xfe\x01 end\r\n";
+#define BODY_LEN (sizeof body - 1)
+#define RECEIVED 1700000000123LL
+
+static const struct queue_rcpt rcpts[3] = {
+    { "r0@example.test", NULL, 0 },
+    { "\"a b\"@example.test", "rfc822;\"a b\"@example.test", 2 | 4 | 8 },
+    { "r2@example.test", NULL, 1 },
+};
+
+static struct queue_msg make_msg(const char *id)
+{
+    struct queue_msg m = {
+        .id = id,
+        .sender = "a@example.test",
+        .envid = "ENV1",
+        .ret = "HDRS",
+        .body_type = "8BITMIME",
+        .smtputf8 = false,
+        .client_ip = "192.0.2.1",
+        .client_helo = "helo.example",
+        .auth_user = NULL,
+        .listener = "mx",
+        .session = "S1",
+        .received_ms = RECEIVED,
+        .rcpts = rcpts,
+        .nrcpts = 3,
+        .body = body,
+        .body_len = BODY_LEN,
+    };
+    return m;
+}
+
+/* Enqueues and waits for the verdict; returns false when queue_enqueue() itself refused. */
+static bool enqueue(struct redis *r, const char *prefix, const char *id, struct done *d,
+                    long long ms)
+{
+    struct queue_msg m = make_msg(id);
+    memset(d, 0, sizeof *d);
+    if (!queue_enqueue(r, prefix, &m, on_done, d))
+        return false;
+    assert_int_equal(d->calls, 0);      /* never from inside the call */
+    assert_true(run_until(done_called, d, ms));
+    return true;
+}
+
+static redisReply *cmd(redisContext *c, const char *fmt, const char *a, const char *b)
+{
+    redisReply *r = redisCommand(c, fmt, a, b);
+    assert_non_null(r);
+    return r;
+}
+
+static void expect_str(redisContext *c, const char *fmt, const char *a, const char *b,
+                       const char *want)
+{
+    redisReply *r = cmd(c, fmt, a, b);
+    if (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS)
+        fail_msg("%s %s %s: reply type %d", fmt, a, b ? b : "", r->type);
+    assert_string_equal(r->str, want);
+    freeReplyObject(r);
+}
+
+static void expect_nil(redisContext *c, const char *fmt, const char *a, const char *b)
+{
+    redisReply *r = cmd(c, fmt, a, b);
+    assert_int_equal(r->type, REDIS_REPLY_NIL);
+    freeReplyObject(r);
+}
+
+static void expect_int(redisContext *c, const char *fmt, const char *a, long long want)
+{
+    redisReply *r = cmd(c, fmt, a, NULL);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    assert_int_equal(r->integer, want);
+    freeReplyObject(r);
+}
+
+static void key(char *out, size_t n, const char *prefix, const char *kind, const char *id)
+{
+    struct buf b = BUF_INIT;
+    queue_key(&b, prefix, kind, id);
+    snprintf(out, n, "%s", buf_cstr(&b));
+    buf_release(&b);
+}
+
+/* Nothing of message id exists under prefix: the transaction left no trace. */
+static void expect_absent(const char *prefix, const char *id)
+{
+    redisContext *c = sync_conn();
+    static const char *const kinds[] = { "msg", "body", "rcpt", "log" };
+    for (size_t i = 0; i < 4; i++) {
+        char k[128];
+        key(k, sizeof k, prefix, kinds[i], id);
+        expect_int(c, "EXISTS %s", k, 0);
+    }
+    char due[64];
+    snprintf(due, sizeof due, "%s:due", prefix);
+    expect_int(c, "ZCARD %s", due, 0);
+    redisFree(c);
+}
+
+/* ---- tests ----------------------------------------------------------------------------------- */
+
+static void test_url_parse(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url;
+        const char *host;
+        int port;
+        const char *path, *password;
+        int db;
+        const char *err;    /* NULL: must parse */
+    } cases[] = {
+        { "redis://127.0.0.1", "127.0.0.1", 6379, NULL, NULL, 0, NULL },
+        { "redis://localhost:6380/2", "localhost", 6380, NULL, NULL, 2, NULL },
+        { "redis://redis-1.example_net", "redis-1.example_net", 6379, NULL, NULL, 0, NULL },
+        { "redis://:s%40cret@10.0.0.1:7000/15", "10.0.0.1", 7000, NULL, "s@cret", 15, NULL },
+        { "redis://:p@ss@host", "host", 6379, NULL, "p@ss", 0, NULL },
+        { "redis://[::1]:6381/3", "::1", 6381, NULL, NULL, 3, NULL },
+        { "redis://[fe80::1]", "fe80::1", 6379, NULL, NULL, 0, NULL },
+        { "redis://host/", "host", 6379, NULL, NULL, 0, NULL },
+        { "unix:/var/run/redis.sock", NULL, 0, "/var/run/redis.sock", NULL, 0, NULL },
+        { "unix:///var/run/redis.sock?db=4", NULL, 0, "/var/run/redis.sock", NULL, 4, NULL },
+        { "unix:var/redis.sock", NULL, 0, "var/redis.sock", NULL, 0, NULL },
+        { "", NULL, 0, NULL, NULL, 0, "redis.url \"\": empty URL" },
+        { "http://x", NULL, 0, NULL, NULL, 0,
+          "redis.url \"http://x\": must start with redis:// or unix:" },
+        { "redis://", NULL, 0, NULL, NULL, 0, "redis.url \"redis://\": missing host" },
+        { "redis://:7000", NULL, 0, NULL, NULL, 0, "redis.url \"redis://:7000\": missing host" },
+        { "redis://h:0", NULL, 0, NULL, NULL, 0,
+          "redis.url \"redis://h:0\": port must be a number from 1 to 65535" },
+        { "redis://h:65536", NULL, 0, NULL, NULL, 0,
+          "redis.url \"redis://h:65536\": port must be a number from 1 to 65535" },
+        { "redis://h:", NULL, 0, NULL, NULL, 0,
+          "redis.url \"redis://h:\": port must be a number from 1 to 65535" },
+        { "redis://h:6379x", NULL, 0, NULL, NULL, 0,
+          "redis.url \"redis://h:6379x\": port must be a number from 1 to 65535" },
+        { "redis://h/x", NULL, 0, NULL, NULL, 0,
+          "redis.url \"redis://h/x\": database must be a number (redis://host:port/db)" },
+        { "redis://h/1?x=2", NULL, 0, NULL, NULL, 0,
+          "redis.url \"redis://h/1?x=2\": database must be a number (redis://host:port/db)" },
+        { "redis://user:pw@h", NULL, 0, NULL, NULL, 0,
+          "redis.url \"redis://***@h\": "
+          "user names are not supported (use redis://:password@host)" },
+        { "redis://:@h", NULL, 0, NULL, NULL, 0, "redis.url \"redis://***@h\": empty password" },
+        { "redis://:secret%zz@h", NULL, 0, NULL, NULL, 0,
+          "redis.url \"redis://***@h\": bad %-escape in the password" },
+        { "redis://:secret@h:99999", NULL, 0, NULL, NULL, 0,
+          "redis.url \"redis://***@h:99999\": port must be a number from 1 to 65535" },
+        { "redis://[::1", NULL, 0, NULL, NULL, 0,
+          "redis.url \"redis://[::1\": missing ']' after an IPv6 address" },
+        { "redis://[::1]x", NULL, 0, NULL, NULL, 0,
+          "redis.url \"redis://[::1]x\": unexpected text after ']'" },
+        { "redis://h o", NULL, 0, NULL, NULL, 0,
+          "redis.url \"redis://h o\": bad character in the host" },
+        { "unix:", NULL, 0, NULL, NULL, 0, "redis.url \"unix:\": missing socket path" },
+        { "unix:///", NULL, 0, "/", NULL, 0, NULL },
+        { "unix://relative", NULL, 0, NULL, NULL, 0,
+          "redis.url \"unix://relative\": use unix:/path or unix:///path" },
+        { "unix:/p?db=x", NULL, 0, NULL, NULL, 0,
+          "redis.url \"unix:/p?db=x\": db must be a number" },
+        { "unix:/p?foo=1", NULL, 0, NULL, NULL, 0,
+          "redis.url \"unix:/p?foo=1\": the only parameter is ?db=N" },
+        { "unix:?db=1", NULL, 0, NULL, NULL, 0, "redis.url \"unix:?db=1\": missing socket path" },
+        { "unix:/a\nb", NULL, 0, NULL, NULL, 0,
+          "redis.url \"unix:/a\\x0ab\": control character in the socket path" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct redis_target t;
+        struct buf err = BUF_INIT;
+        bool ok = redis_url_parse(cases[i].url, &t, &err);
+        if (cases[i].err == NULL) {
+            if (!ok)
+                fail_msg("%s: %s", cases[i].url, buf_cstr(&err));
+            if (cases[i].host != NULL)
+                assert_string_equal(t.host, cases[i].host);
+            else
+                assert_null(t.host);
+            assert_int_equal(t.port, cases[i].port);
+            if (cases[i].path != NULL)
+                assert_string_equal(t.path, cases[i].path);
+            else
+                assert_null(t.path);
+            if (cases[i].password != NULL)
+                assert_string_equal(t.password, cases[i].password);
+            else
+                assert_null(t.password);
+            assert_int_equal(t.db, cases[i].db);
+        } else {
+            if (ok)
+                fail_msg("%s: parsed, expected an error", cases[i].url);
+            assert_string_equal(buf_cstr(&err), cases[i].err);
+            assert_null(strstr(buf_cstr(&err), "secret"));
+            assert_null(t.host);
+            assert_null(t.path);
+            assert_null(t.password);
+        }
+        redis_target_clear(&t);
+        buf_release(&err);
+    }
+}
+
+static void on_up(struct redis *r, void *arg)
+{
+    (void)r;
+    (*(int *)arg)++;
+}
+
+static void test_connect_ping(void **state)
+{
+    (void)state;
+    struct redis_target t = { .path = sock_path };
+    struct redis *r = redis_new(base, &t, 1000, "test ping");
+    int ups = 0;
+    redis_on_connect(r, on_up, &ups);
+    /* Not connected yet: refused at once, callback never called. */
+    struct got g0 = { 0 };
+    assert_false(redis_connected(r));
+    assert_false(redis_commandf(r, on_reply, &g0, "PING"));
+    assert_true(run_until(is_connected, r, 3000));
+    assert_int_equal(ups, 1);
+    assert_int_equal(g0.calls, 0);
+
+    struct got g = { 0 };
+    assert_true(redis_commandf(r, on_reply, &g, "PING"));
+    assert_int_equal(g.calls, 0);
+    assert_true(run_until(got_called, &g, 2000));
+    assert_int_equal(g.type, REDIS_REPLY_STATUS);
+    assert_string_equal(g.str, "PONG");
+    assert_string_equal(g.err, "");
+
+    /* The name went through CLIENT SETNAME, spaces replaced. */
+    memset(&g, 0, sizeof g);
+    const char *argv[] = { "CLIENT", "GETNAME" };
+    assert_true(redis_command(r, on_reply, &g, 2, argv, NULL));
+    assert_true(run_until(got_called, &g, 2000));
+    assert_string_equal(g.str, "test-ping");
+
+    /* Binary-safe arguments, and an error reply reaches the callback as a reply. */
+    memset(&g, 0, sizeof g);
+    const char *set[] = { "SET", "t:bin", "a\0b" };
+    const size_t setlen[] = { 3, 5, 3 };
+    assert_true(redis_command(r, on_reply, &g, 3, set, setlen));
+    assert_true(run_until(got_called, &g, 2000));
+    assert_string_equal(g.str, "OK");
+    memset(&g, 0, sizeof g);
+    assert_true(redis_commandf(r, on_reply, &g, "NOSUCHCOMMAND %s", "x"));
+    assert_true(run_until(got_called, &g, 2000));
+    assert_true(g.had_reply);
+    assert_int_equal(g.type, REDIS_REPLY_ERROR);
+    assert_non_null(strstr(g.str, "unknown command"));
+
+    /* Fire and forget. */
+    assert_true(redis_commandf(r, NULL, NULL, "SET %s %s", "t:ff", "1"));
+    run_for(100);
+    redisContext *c = sync_conn();
+    expect_str(c, "GET %s", "t:ff", NULL, "1");
+    redisFree(c);
+    assert_int_equal(g.calls, 1);
+    redis_free(r);
+    redis_free(NULL);
+}
+
+static void test_enqueue_layout(void **state)
+{
+    (void)state;
+    struct redis *r = connect_new(1000, "enq");
+    char id[QUEUE_ID_LEN + 1];
+    queue_id_new(id);
+    struct done d;
+    assert_true(enqueue(r, "t1", id, &d, 2000));
+    assert_int_equal(d.calls, 1);
+    if (!d.ok)
+        fail_msg("enqueue failed: %s", d.err);
+    assert_string_equal(d.err, "(null)");
+
+    redisContext *c = sync_conn();
+    char kmsg[64], kbody[64], krcpt[64], klog[64];
+    key(kmsg, sizeof kmsg, "t1", "msg", id);
+    key(kbody, sizeof kbody, "t1", "body", id);
+    key(krcpt, sizeof krcpt, "t1", "rcpt", id);
+    key(klog, sizeof klog, "t1", "log", id);
+    expect_str(c, "TYPE %s", kmsg, NULL, "hash");
+    expect_str(c, "TYPE %s", kbody, NULL, "string");
+    expect_str(c, "TYPE %s", krcpt, NULL, "hash");
+    expect_str(c, "TYPE %s", "t1:due", NULL, "zset");
+    expect_str(c, "TYPE %s", klog, NULL, "list");
+
+    /* The body, byte for byte. */
+    redisReply *rep = cmd(c, "GET %s", kbody, NULL);
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    assert_int_equal(rep->len, BODY_LEN);
+    assert_memory_equal(rep->str, body, BODY_LEN);
+    freeReplyObject(rep);
+
+    /* The envelope: exactly these fields (auth_user was NULL: absent). */
+    char size[16];
+    snprintf(size, sizeof size, "%zu", BODY_LEN);
+    const char *fields[][2] = {
+        { "sender", "a@example.test" }, { "envid", "ENV1" }, { "ret", "HDRS" },
+        { "body_type", "8BITMIME" }, { "smtputf8", "0" }, { "client_ip", "192.0.2.1" },
+        { "client_helo", "helo.example" }, { "listener", "mx" }, { "session", "S1" },
+        { "received_ms", "1700000000123" }, { "nrcpt", "3" }, { "size", size },
+    };
+    size_t nf = sizeof fields / sizeof fields[0];
+    expect_int(c, "HLEN %s", kmsg, (long long)nf);
+    for (size_t i = 0; i < nf; i++)
+        expect_str(c, "HGET %s %s", kmsg, fields[i][0], fields[i][1]);
+    expect_nil(c, "HGET %s %s", kmsg, "auth_user");
+
+    /* One JSON record per recipient. */
+    expect_int(c, "HLEN %s", krcpt, 3);
+    expect_str(c, "HGET %s %s", krcpt, "0",
+               "{\"to\":\"r0@example.test\",\"state\":\"pending\",\"attempts\":0,"
+               "\"due\":1700000000123}");
+    expect_str(c, "HGET %s %s", krcpt, "1",
+               "{\"to\":\"\\\"a b\\\"@example.test\",\"orcpt\":\"rfc822;\\\"a b\\\"@example.test\","
+               "\"notify\":[\"SUCCESS\",\"FAILURE\",\"DELAY\"],\"state\":\"pending\","
+               "\"attempts\":0,\"due\":1700000000123}");
+    expect_str(c, "HGET %s %s", krcpt, "2",
+               "{\"to\":\"r2@example.test\",\"notify\":[\"NEVER\"],\"state\":\"pending\","
+               "\"attempts\":0,\"due\":1700000000123}");
+
+    /* The schedule: one member per recipient, due at reception. */
+    expect_int(c, "ZCARD %s", "t1:due", 3);
+    for (int i = 0; i < 3; i++) {
+        char member[64];
+        snprintf(member, sizeof member, "%s/%d", id, i);
+        expect_str(c, "ZSCORE %s %s", "t1:due", member, "1700000000123");
+    }
+
+    /* The message's history. */
+    expect_int(c, "LLEN %s", klog, 1);
+    char want[256];
+    snprintf(want, sizeof want,
+             "{\"ts\":1700000000123,\"event\":\"enqueued\",\"nrcpt\":3,\"size\":%zu,"
+             "\"client\":\"192.0.2.1\",\"session\":\"S1\"}", BODY_LEN);
+    expect_str(c, "LINDEX %s %s", klog, "0", want);
+    redisFree(c);
+    redis_free(r);
+}
+
+static void test_enqueue_server_down_and_back(void **state)
+{
+    (void)state;
+    struct redis *r = connect_new(1000, "down");
+    int down0 = log_count("redis-down"), up0 = log_count("redis-connected");
+    char id[QUEUE_ID_LEN + 1];
+
+    /* Killed, and not noticed yet: the enqueue is sent and fails. */
+    server_stop();
+    assert_true(redis_connected(r));
+    queue_id_new(id);
+    struct done d;
+    assert_true(enqueue(r, "t2", id, &d, 2000));
+    assert_int_equal(d.calls, 1);
+    assert_false(d.ok);
+    assert_non_null(strstr(d.err, "connection lost"));
+
+    /* Noticed: refused at once, no callback. */
+    assert_true(run_until(is_down, r, 2000));
+    queue_id_new(id);
+    assert_false(enqueue(r, "t2", id, &d, 100));
+    assert_int_equal(d.calls, 0);
+    struct got g = { 0 };
+    assert_false(redis_commandf(r, on_reply, &g, "PING"));
+
+    /* Several reconnect attempts fail (100, 200, 400 ms...), logged once. */
+    run_for(800);
+    assert_int_equal(log_count("redis-down"), down0 + 1);
+    assert_int_equal(g.calls, 0);
+    assert_int_equal(d.calls, 0);
+
+    /* Back: reconnects by itself, the enqueue works, the recovery is logged once. */
+    server_start();
+    assert_true(run_until(is_connected, r, 3000));
+    assert_int_equal(log_count("redis-connected"), up0 + 1);
+    queue_id_new(id);
+    assert_true(enqueue(r, "t2", id, &d, 2000));
+    assert_true(d.ok);
+    redis_free(r);
+}
+
+static void test_enqueue_oom(void **state)
+{
+    (void)state;
+    struct redis *r = connect_new(1000, "oom");
+    admin("CONFIG SET maxmemory-policy %s", "noeviction");
+    admin("CONFIG SET maxmemory %s", "1");
+    char id[QUEUE_ID_LEN + 1];
+    queue_id_new(id);
+    struct done d;
+    assert_true(enqueue(r, "t3", id, &d, 2000));
+    admin("CONFIG SET maxmemory %s", "0");
+    assert_int_equal(d.calls, 1);
+    assert_false(d.ok);
+    assert_non_null(strstr(d.err, "OOM command not allowed"));
+    expect_absent("t3", id);
+    /* Memory back: the same message goes in. */
+    assert_true(enqueue(r, "t3", id, &d, 2000));
+    assert_true(d.ok);
+    redis_free(r);
+}
+
+static void test_enqueue_readonly(void **state)
+{
+    (void)state;
+    struct redis *r = connect_new(1000, "ro");
+    admin("REPLICAOF 127.0.0.1 %s", "1");
+    char id[QUEUE_ID_LEN + 1];
+    queue_id_new(id);
+    struct done d;
+    /* Becoming a replica does not drop clients: the writes are refused while queuing. */
+    bool sent = enqueue(r, "t4", id, &d, 2000);
+    admin("REPLICAOF NO ONE%s", "");
+    assert_true(sent);
+    assert_int_equal(d.calls, 1);
+    assert_false(d.ok);
+    assert_non_null(strstr(d.err, "READONLY"));
+    expect_absent("t4", id);
+    assert_true(run_until(is_connected, r, 3000));
+    queue_id_new(id);
+    assert_true(enqueue(r, "t4", id, &d, 2000));
+    assert_true(d.ok);
+    redis_free(r);
+}
+
+static void test_sigstop_timeout(void **state)
+{
+    (void)state;
+    struct redis *r = connect_new(300, "stop");
+    int down0 = log_count("redis-down");
+    kill(server_pid, SIGSTOP);
+    char id[QUEUE_ID_LEN + 1];
+    queue_id_new(id);
+    struct queue_msg m = make_msg(id);
+    struct done d = { 0 };
+    struct got g = { 0 };
+    long long t0 = mono_ms();
+    assert_true(queue_enqueue(r, "t5", &m, on_done, &d));
+    assert_true(redis_commandf(r, on_reply, &g, "PING"));
+    assert_true(run_until(done_called, &d, 2000));
+    long long took = mono_ms() - t0;
+    assert_true(took >= 290 && took < 2000);
+    assert_false(d.ok);
+    assert_non_null(strstr(d.err, "timeout"));
+    /* The command behind it failed too, in the same teardown. */
+    assert_int_equal(g.calls, 1);
+    assert_false(g.had_reply);
+    assert_string_equal(g.err, "timeout");
+    assert_false(redis_connected(r));
+
+    /* Frozen server: handshakes time out again and again; one log line. */
+    run_for(1000);
+    assert_false(redis_connected(r));
+    assert_int_equal(log_count("redis-down"), down0 + 1);
+
+    kill(server_pid, SIGCONT);
+    assert_true(run_until(is_connected, r, 6000));
+    assert_int_equal(d.calls, 1);
+    assert_int_equal(g.calls, 1);
+    queue_id_new(id);
+    assert_true(enqueue(r, "t5", id, &d, 2000));
+    assert_true(d.ok);
+    redis_free(r);
+}
+
+struct free_in_cb {
+    struct redis *r;
+    int calls;
+};
+
+static void free_from_cb(redisReply *reply, const char *err, void *arg)
+{
+    (void)reply;
+    (void)err;
+    struct free_in_cb *f = arg;
+    f->calls++;
+    redis_free(f->r);
+    redis_free(f->r);   /* a second call while closing is a no-op */
+}
+
+static void test_free_pending(void **state)
+{
+    (void)state;
+    /* redis_free() with commands waiting: each hears "shutting down", once, before it returns. */
+    struct redis *r = connect_new(1000, "free");
+    struct got g[3] = { { 0 } };
+    for (int i = 0; i < 3; i++)
+        assert_true(redis_commandf(r, on_reply, &g[i], "PING"));
+    redis_free(r);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(g[i].calls, 1);
+        assert_false(g[i].had_reply);
+        assert_string_equal(g[i].err, "shutting down");
+    }
+
+    /* redis_free() from inside a reply callback: the commands behind fail, memory goes later. */
+    struct free_in_cb f = { connect_new(1000, "free2"), 0 };
+    struct got after = { 0 };
+    assert_true(redis_commandf(f.r, free_from_cb, &f, "PING"));
+    assert_true(redis_commandf(f.r, on_reply, &after, "PING"));
+    assert_true(run_until(got_called, &after, 2000));
+    assert_int_equal(f.calls, 1);
+    assert_int_equal(after.calls, 1);
+    assert_false(after.had_reply);
+    assert_string_equal(after.err, "shutting down");
+    run_for(50);
+    assert_int_equal(f.calls, 1);
+    assert_int_equal(after.calls, 1);
+
+    /* Freed while never connected. */
+    struct redis_target t = { .path = "/nonexistent/redis.sock" };
+    struct redis *r3 = redis_new(base, &t, 300, "none");
+    run_for(150);
+    assert_false(redis_connected(r3));
+    redis_free(r3);
+}
+
+static void test_auth_select(void **state)
+{
+    (void)state;
+    admin("CONFIG SET requirepass %s", "sekrit");
+    struct redis_target t = { .path = sock_path, .password = "sekrit", .db = 3 };
+    struct redis *r = redis_new(base, &t, 1000, "auth");
+    assert_true(run_until(is_connected, r, 3000));
+    struct got g = { 0 };
+    assert_true(redis_commandf(r, on_reply, &g, "CLIENT INFO"));
+    assert_true(run_until(got_called, &g, 2000));
+    assert_non_null(strstr(g.str, " db=3 "));
+    assert_non_null(strstr(g.str, " name=auth "));
+    redis_free(r);
+
+    /* A wrong password never comes up, and says so once. */
+    int down0 = log_count("redis-down");
+    struct redis_target bad = { .path = sock_path, .password = "wrong" };
+    r = redis_new(base, &bad, 1000, "badauth");
+    run_for(700);
+    assert_false(redis_connected(r));
+    assert_int_equal(log_count("redis-down"), down0 + 1);
+    redis_free(r);
+
+    /* The blocking helper: AUTH and SELECT, and the errors it reports. */
+    struct buf err = BUF_INIT;
+    redisContext *c = redis_connect_sync(&t, 1000, &err);
+    assert_non_null(c);
+    redisReply *rep = redisCommand(c, "CLIENT INFO");
+    assert_non_null(strstr(rep->str, " db=3 "));
+    freeReplyObject(rep);
+    rep = redisCommand(c, "CONFIG SET requirepass %s", "");
+    assert_int_equal(rep->type, REDIS_REPLY_STATUS);
+    freeReplyObject(rep);
+    redisFree(c);
+    admin("CONFIG SET requirepass %s", "sekrit");
+    assert_null(redis_connect_sync(&bad, 1000, &err));
+    assert_non_null(strstr(buf_cstr(&err), "AUTH: WRONGPASS"));
+    struct redis_target t2 = { .path = sock_path, .password = "sekrit" };
+    c = redis_connect_sync(&t2, 1000, &err);
+    assert_non_null(c);
+    rep = redisCommand(c, "CONFIG SET requirepass %s", "");
+    freeReplyObject(rep);
+    redisFree(c);
+    struct redis_target nowhere = { .path = "/nonexistent/redis.sock" };
+    assert_null(redis_connect_sync(&nowhere, 1000, &err));
+    assert_non_null(strstr(buf_cstr(&err), "redis unix:/nonexistent/redis.sock: "));
+    buf_release(&err);
+}
+
+/* A loopback TCP port nobody listens on right now. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    socklen_t len = sizeof sin;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    close(fd);
+    return ntohs(sin.sin_port);
+}
+
+static void test_tcp(void **state)
+{
+    (void)state;
+    struct buf err = BUF_INIT;
+    struct redis_target t;
+    char url[64], port[16];
+    int p = free_port();
+    snprintf(port, sizeof port, "%d", p);
+
+    /* Refused: the asynchronous connect fails, retries are quiet. */
+    int down0 = log_count("redis-down");
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", p);
+    assert_true(redis_url_parse(url, &t, &err));
+    struct redis *r = redis_new(base, &t, 1000, "tcp-refused");
+    run_for(400);
+    assert_false(redis_connected(r));
+    assert_int_equal(log_count("redis-down"), down0 + 1);
+    redis_free(r);
+    redis_target_clear(&t);
+
+    /*
+     * A listener whose accept queue is full: the kernel drops our SYN and the connect hangs,
+     * until the deadline (the timeout) gives up on it.
+     */
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    socklen_t slen = sizeof sin;
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &slen), 0);
+    int fillers[4];
+    for (int i = 0; i < 4; i++) {
+        fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fillers[i], (struct sockaddr *)&sin, sizeof sin);
+    }
+    int timeouts0 = log_count_with("redis-down", "\"reason\":\"connect timeout\"");
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", ntohs(sin.sin_port));
+    assert_true(redis_url_parse(url, &t, &err));
+    r = redis_new(base, &t, 200, "tcp-hang");
+    run_for(500);
+    assert_false(redis_connected(r));
+    assert_int_equal(log_count_with("redis-down", "\"reason\":\"connect timeout\""), timeouts0 + 1);
+    redis_free(r);
+    redis_target_clear(&t);
+    for (int i = 0; i < 4; i++)
+        close(fillers[i]);
+    close(lfd);
+
+    /* The server also listens on loopback TCP: connect, SELECT from the URL, enqueue. */
+    admin("CONFIG SET bind %s", "127.0.0.1");
+    admin("CONFIG SET port %s", port);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/5", p);
+    assert_true(redis_url_parse(url, &t, &err));
+    r = redis_new(base, &t, 1000, "tcp");
+    assert_true(run_until(is_connected, r, 3000));
+    struct got g = { 0 };
+    assert_true(redis_commandf(r, on_reply, &g, "CLIENT INFO"));
+    assert_true(run_until(got_called, &g, 2000));
+    assert_non_null(strstr(g.str, " db=5 "));
+    char id[QUEUE_ID_LEN + 1];
+    queue_id_new(id);
+    struct done d;
+    assert_true(enqueue(r, "t6", id, &d, 2000));
+    assert_true(d.ok);
+    redis_free(r);
+    redis_target_clear(&t);
+    admin("CONFIG SET port %s", "0");
+    buf_release(&err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_url_parse),
+        cmocka_unit_test(test_connect_ping),
+        cmocka_unit_test(test_enqueue_layout),
+        cmocka_unit_test(test_enqueue_oom),
+        cmocka_unit_test(test_enqueue_readonly),
+        cmocka_unit_test(test_free_pending),
+        cmocka_unit_test(test_auth_select),
+        cmocka_unit_test(test_tcp),
+        cmocka_unit_test(test_sigstop_timeout),
+        cmocka_unit_test(test_enqueue_server_down_and_back),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -102,6 +102,7 @@ struct edge_session {
     struct bufferevent *bev;        /* the connection (a TLS filter over the socket after STARTTLS) */
     struct event *timer;            /* greet pause, error sleep */
     struct event *reaper;           /* frees the session outside its own callbacks */
+    struct evbuffer_cb_entry *drain_watch; /* closing over TLS: waits for the socket's buffer */
     char id[QUEUE_ID_LEN + 1];      /* session id */
     char ip[NETADDR_STRLEN];        /* client IP, printable */
     struct sockaddr_storage peer;   /* client address */

@@ -176,61 +176,58 @@ static void accept_error_cb(struct evconnlistener *evl, void *arg)
     }
 }
 
+/* Binds every address of one listener setting, appending to srv->listeners and *fds. */
+static bool bind_listeners(struct edge_server *srv, const struct strlist *specs,
+                           enum edge_listener_kind kind, int **fds, struct buf *err)
+{
+    for (size_t i = 0; i < specs->n; i++) {
+        struct netaddr *addrs = NULL;
+        size_t naddrs = 0;
+        if (!netaddr_parse_listen(specs->v[i], &addrs, &naddrs, err))
+            return false;
+        for (size_t j = 0; j < naddrs; j++) {
+            int fd = netaddr_listen(&addrs[j], 1024, err);
+            if (fd < 0) {
+                free(addrs);
+                return false;
+            }
+            srv->listeners = xrealloc(srv->listeners, (srv->nlisteners + 1) * sizeof *srv->listeners);
+            *fds = xrealloc(*fds, (srv->nlisteners + 1) * sizeof **fds);
+            struct edge_listener *lst = &srv->listeners[srv->nlisteners];
+            memset(lst, 0, sizeof *lst);
+            lst->srv = srv;
+            lst->kind = kind;
+            netaddr_string((struct sockaddr *)&addrs[j].ss, lst->addr, sizeof lst->addr);
+            (*fds)[srv->nlisteners++] = fd;
+        }
+        free(addrs);
+    }
+    return true;
+}
+
 int edge_server_start(struct edge_server *srv)
 {
     srv->ipcount = xcalloc(1, sizeof *srv->ipcount);
-    /* The listener array moves while it grows, so every socket is bound first and watched after. */
-    struct { const struct strlist *specs; enum edge_listener_kind kind; } groups[] = {
-        { &conf.edge_listen, LISTENER_MX },
-        { &conf.edge_submission_listen, LISTENER_SUBMISSION },
-        { &conf.edge_smtps_listen, LISTENER_SMTPS },
-    };
-    int *fds = NULL;
-    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
-        if (groups[g].kind == LISTENER_SMTPS && groups[g].specs->n > 0 && srv->tls == NULL) {
-            log_msg(LOG_CRIT, "listen-failed", NULL, "edge.smtps_listen needs tls.cert and tls.key");
-            return -1;
-        }
-        for (size_t i = 0; i < groups[g].specs->n; i++) {
-            struct netaddr *addrs = NULL;
-            size_t naddrs = 0;
-            struct buf err = BUF_INIT;
-            if (!netaddr_parse_listen(groups[g].specs->v[i], &addrs, &naddrs, &err)) {
-                log_msg(LOG_CRIT, "listen-failed", NULL, "%s", buf_cstr(&err));
-                buf_release(&err);
-                free(fds);
-                return -1;
-            }
-            for (size_t j = 0; j < naddrs; j++) {
-                int fd = netaddr_listen(&addrs[j], 1024, &err);
-                if (fd < 0) {
-                    log_msg(LOG_CRIT, "listen-failed", NULL, "%s", buf_cstr(&err));
-                    buf_release(&err);
-                    free(addrs);
-                    free(fds);
-                    return -1;
-                }
-                srv->listeners = xrealloc(srv->listeners, (srv->nlisteners + 1) * sizeof *srv->listeners);
-                fds = xrealloc(fds, (srv->nlisteners + 1) * sizeof *fds);
-                struct edge_listener *lst = &srv->listeners[srv->nlisteners];
-                memset(lst, 0, sizeof *lst);
-                lst->srv = srv;
-                lst->kind = groups[g].kind;
-                netaddr_string((struct sockaddr *)&addrs[j].ss, lst->addr, sizeof lst->addr);
-                fds[srv->nlisteners++] = fd;
-            }
-            buf_release(&err);
-            free(addrs);
-        }
+    struct buf err = BUF_INIT;
+    int *fds = NULL;        /* listening sockets not yet owned by an evconnlistener */
+    bool ok = true;
+    if (conf.edge_smtps_listen.n > 0 && srv->tls == NULL) {
+        buf_puts(&err, "edge.smtps_listen needs tls.cert and tls.key");
+        ok = false;
     }
-    for (size_t i = 0; i < srv->nlisteners; i++) {
+    /* The listener array moves while it grows, so every socket is bound first and watched after. */
+    ok = ok && bind_listeners(srv, &conf.edge_listen, LISTENER_MX, &fds, &err)
+         && bind_listeners(srv, &conf.edge_submission_listen, LISTENER_SUBMISSION, &fds, &err)
+         && bind_listeners(srv, &conf.edge_smtps_listen, LISTENER_SMTPS, &fds, &err);
+    for (size_t i = 0; ok && i < srv->nlisteners; i++) {
         struct edge_listener *lst = &srv->listeners[i];
         lst->evl = evconnlistener_new(srv->base, accept_cb, lst, LEV_OPT_CLOSE_ON_FREE, -1, fds[i]);
         if (lst->evl == NULL) {
-            log_msg(LOG_CRIT, "listen-failed", NULL, "%s: cannot watch the socket", lst->addr);
-            free(fds);
-            return -1;
+            buf_printf(&err, "%s: cannot watch the socket", lst->addr);
+            ok = false;
+            break;
         }
+        fds[i] = -1;
         evconnlistener_set_error_cb(lst->evl, accept_error_cb);
         struct logrec lr;
         if (log_begin(&lr, LOG_INFO, "listening", NULL)) {
@@ -239,8 +236,15 @@ int edge_server_start(struct edge_server *srv)
             log_end(&lr);
         }
     }
+    if (!ok) {
+        log_msg(LOG_CRIT, "listen-failed", NULL, "%s", buf_cstr(&err));
+        for (size_t i = 0; i < srv->nlisteners; i++)
+            if (fds[i] >= 0 && srv->listeners[i].evl == NULL)
+                close(fds[i]);
+    }
     free(fds);
-    return 0;
+    buf_release(&err);
+    return ok ? 0 : -1;
 }
 
 void edge_server_stop(struct edge_server *srv)

@@ -139,6 +139,10 @@ static void session_free(struct edge_session *s)
     }
     edge_session_unlink(s);
     session_tx_reset(s);
+    if (s->drain_watch != NULL) {
+        struct bufferevent *under = bufferevent_get_underlying(s->bev);
+        evbuffer_remove_cb_entry(bufferevent_get_output(under), s->drain_watch);
+    }
     if (s->bev != NULL)
         bufferevent_free(s->bev);   /* frees the SSL and closes the socket */
     event_free(s->timer);
@@ -195,6 +199,30 @@ static void log_close(struct edge_session *s, const char *why)
     }
 }
 
+static void socket_drained_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)info;
+    if (evbuffer_get_length(buf) == 0)
+        session_kill(arg);
+}
+
+/*
+ * Frees the session once every byte of its last reply has left: over TLS that is when the
+ * socket's own buffer under the TLS filter is empty, not just the filter's.
+ */
+static void kill_when_flushed(struct edge_session *s)
+{
+    if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
+        return;     /* write_cb calls again */
+    struct bufferevent *under = bufferevent_get_underlying(s->bev);
+    if (under != NULL && evbuffer_get_length(bufferevent_get_output(under)) > 0) {
+        if (s->drain_watch == NULL)
+            s->drain_watch = evbuffer_add_cb(bufferevent_get_output(under), socket_drained_cb, s);
+        return;
+    }
+    session_kill(s);
+}
+
 void edge_session_close(struct edge_session *s, const char *why)
 {
     if (s->dead || s->state == ST_CLOSING)
@@ -205,9 +233,8 @@ void edge_session_close(struct edge_session *s, const char *why)
     bufferevent_disable(s->bev, EV_READ);
     /* Whatever the client sent after this point is not read. */
     evbuffer_drain(bufferevent_get_input(s->bev), evbuffer_get_length(bufferevent_get_input(s->bev)));
-    if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
-        session_kill(s);
-    /* else write_cb frees it once the last reply is out (bounded by the write timeout). */
+    /* Freed once the last reply is out (bounded by the write timeout). */
+    kill_when_flushed(s);
 }
 
 /* ---- commands ---- */
@@ -585,8 +612,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
 {
     struct edge_session *s = arg;
     if (s->state == ST_CLOSING) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            session_kill(s);
+        kill_when_flushed(s);
         return;
     }
     if (!s->dead && !(bufferevent_get_enabled(bev) & EV_READ)) {

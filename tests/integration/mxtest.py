@@ -43,6 +43,17 @@ def port_open(port):
         return False
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def check_sanitizers(text, where):
+    """Fails when a sanitizer build of mxgate reported anything (it logs, it does not exit)."""
+    for mark in SANITIZER_MARKS:
+        if mark in text:
+            i = text.index(mark)
+            raise AssertionError(f"sanitizer report in {where}:\n{text[max(0, i - 200):i + 3000]}")
+
+
 class Redis:
     """A private redis-server on a unix socket, durable like the one `mxgate run` starts."""
 
@@ -152,6 +163,7 @@ class Mxgate:
         if self.log:
             self.log.close()
             self.log = None
+        check_sanitizers(self.read_log(), self.log_path)
         return rc
 
     def kill9(self):

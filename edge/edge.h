@@ -37,8 +37,19 @@ struct redis;
 struct workq;
 struct authdb;
 struct edge_rcptdb;
+struct edge_rcpt_source;
 
 enum edge_listener_kind { LISTENER_MX, LISTENER_SUBMISSION, LISTENER_SMTPS };
+
+/* What the policy and the recipient lookup say of one RCPT. */
+enum edge_rcpt_verdict {
+    RCPT_ACCEPT,            /* the recipient exists (or relaying is allowed) */
+    RCPT_RELAY_DENIED,      /* 554 5.7.1 */
+    RCPT_UNKNOWN_USER,      /* 550 5.1.1 */
+    RCPT_TEMPFAIL,          /* a source could not answer: 450 4.3.0 */
+    RCPT_DUNNO,             /* this source does not know: ask the next one */
+};
+
 
 struct edge_listener {
     struct edge_server *srv;        /* owner */
@@ -55,7 +66,8 @@ struct edge_server {
     struct workq *workq;            /* crypt(3) and other blocking work */
     struct authdb *authdb;          /* NULL: no AUTH offered */
     struct cidr_list trusted;       /* edge.trusted_networks */
-    struct edge_rcptdb *rcptdb;     /* local.recipients, NULL: every local address exists */
+    struct edge_rcpt_source **rcpt_sources; /* recipient lookup chain; none: every local address exists */
+    size_t nrcpt_sources;
     struct edge_listener *listeners;
     size_t nlisteners;
     struct edge_ipcount *ipcount;   /* concurrent sessions per client IP */
@@ -130,6 +142,11 @@ struct edge_session {
     int auth_mech;                  /* 1 = PLAIN, 2 = LOGIN */
     int auth_step;                  /* LOGIN: 0 = waiting for user name, 1 = for password */
     char *auth_login_user;          /* LOGIN: user name received */
+    /* RCPT waiting for the recipient lookup */
+    struct smtp_rcpt pending_rcpt;  /* the recipient being looked up */
+    bool lookup_inline;             /* edge_rcpt_lookup has not returned yet */
+    bool lookup_answered;           /* ...and has already answered */
+    enum edge_rcpt_verdict lookup_verdict;
     /* time of DATA, for the minimum data rate */
     long long data_started_ms;
     /* lifetime */
@@ -179,15 +196,36 @@ void edge_auth_line(struct edge_session *s, char *line);
 bool edge_auth_offered(const struct edge_session *s);
 
 /* edge_policy.c */
-enum edge_rcpt_verdict { RCPT_ACCEPT, RCPT_RELAY_DENIED, RCPT_UNKNOWN_USER, RCPT_TEMPFAIL };
 bool edge_domain_is_local(const char *domain);
 bool edge_may_relay(const struct edge_session *s);
 /* Relay policy for a parsed recipient (no lookup). */
 enum edge_rcpt_verdict edge_relay_check(const struct edge_session *s, const struct smtp_path *p);
+
+/* edge_rcpt.c: does a local recipient exist? A chain of sources, each asynchronous. */
+typedef void edge_rcpt_done_fn(enum edge_rcpt_verdict v, void *arg);
+
+struct edge_rcpt_source {
+    const char *name;       /* for logs: "file", later "lmtp", "ldap", "james" */
+    /*
+     * Answers for p through done, exactly once, now or later on the loop. p stays valid until
+     * then. RCPT_DUNNO passes the question to the next source.
+     */
+    void (*lookup)(struct edge_rcpt_source *src, const struct smtp_path *p, edge_rcpt_done_fn *done,
+                   void *arg);
+    void (*free)(struct edge_rcpt_source *src);
+};
+
+/* The static table (local.recipients): lines of "local@domain" or "@domain". */
 struct edge_rcptdb *edge_rcptdb_load(const char *path, struct buf *err);
 void edge_rcptdb_free(struct edge_rcptdb *db);
-/* Recipient lookup for a local domain (the file source; later sources plug in here). */
-enum edge_rcpt_verdict edge_rcpt_lookup(const struct edge_server *srv, const struct smtp_path *p);
+/* A source answering from that file, re-read when it changes; NULL with err if it does not load. */
+struct edge_rcpt_source *edge_rcpt_file_source(const char *path, struct buf *err);
+/*
+ * Asks the server's sources in order; the first answer other than RCPT_DUNNO wins; when every
+ * source passes (or there are none) the recipient is accepted. done may run before this returns.
+ */
+void edge_rcpt_lookup(struct edge_server *srv, const struct smtp_path *p, edge_rcpt_done_fn *done,
+                      void *arg);
 
 /* edge_received.c */
 void edge_received_header(const struct edge_session *s, const struct edge_tx *tx, struct buf *out);

@@ -18,6 +18,7 @@
 
 #include "authdb.h"
 #include "conf.h"
+#include "mem.h"
 #include "redis.h"
 #include "tls.h"
 #include "workq.h"
@@ -143,9 +144,11 @@ static bool setup(struct edge_main *m)
     if (!cidr_list_parse(&conf.edge_trusted_networks, &srv->trusted, &err))
         goto out;
     if (conf.local_recipients[0] != '\0') {
-        srv->rcptdb = edge_rcptdb_load(conf.local_recipients, &err);
-        if (srv->rcptdb == NULL)
+        struct edge_rcpt_source *src = edge_rcpt_file_source(conf.local_recipients, &err);
+        if (src == NULL)
             goto out;
+        srv->rcpt_sources = xrealloc(srv->rcpt_sources, (srv->nrcpt_sources + 1) * sizeof *srv->rcpt_sources);
+        srv->rcpt_sources[srv->nrcpt_sources++] = src;
     }
     srv->workq = workq_new(srv->base, WORKER_THREADS);
     if (srv->workq == NULL || edge_server_start(srv) != 0)
@@ -167,7 +170,9 @@ static void teardown(struct edge_main *m)
     SSL_CTX_free(srv->tls);
     authdb_free(srv->authdb);
     cidr_list_free(&srv->trusted);
-    edge_rcptdb_free(srv->rcptdb);
+    for (size_t i = 0; i < srv->nrcpt_sources; i++)
+        srv->rcpt_sources[i]->free(srv->rcpt_sources[i]);
+    free(srv->rcpt_sources);
     /* event_free(NULL) is not a no-op in libevent 2.1. */
     struct event *evs[] = { m->sigterm, m->sigint, m->sighup, m->stop_check };
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)

@@ -139,6 +139,7 @@ static void session_free(struct edge_session *s)
     }
     edge_session_unlink(s);
     session_tx_reset(s);
+    smtp_rcpt_clear(&s->pending_rcpt);
     if (s->drain_watch != NULL) {
         struct bufferevent *under = bufferevent_get_underlying(s->bev);
         evbuffer_remove_cb_entry(bufferevent_get_output(under), s->drain_watch);
@@ -325,33 +326,16 @@ static void edge_cmd_mail(struct edge_session *s, const char *args)
     edge_reply(s, "250 2.1.0 Ok");
 }
 
-static void edge_cmd_rcpt(struct edge_session *s, const char *args)
+/* Replies to RCPT once its verdict is known, keeping the recipient when accepted. */
+static void rcpt_finish(struct edge_session *s, enum edge_rcpt_verdict v)
 {
-    struct edge_tx *tx = s->tx;
-    if (tx == NULL) {
-        edge_reply_error(s, "503 5.5.1 Error: need MAIL command");
-        return;
-    }
-    if (tx->nrcpts >= (size_t)conf.edge_max_recipients) {
-        edge_reply_error(s, "452 4.5.3 Error: too many recipients");
-        return;
-    }
-    struct smtp_addr_limits lim = addr_limits();
-    struct smtp_ext_offer offer = ext_offer(s);
-    struct smtp_rcpt r;
-    struct smtp_parse_err err;
-    memset(&r, 0, sizeof r);
-    if (!smtp_rcpt_parse(args, &lim, &offer, tx->mail.smtputf8, &r, &err)) {
-        edge_reply_error(s, "%d %s %s", err.code, err.enhanced, err.text);
-        return;
-    }
+    struct smtp_rcpt r = s->pending_rcpt;
+    memset(&s->pending_rcpt, 0, sizeof s->pending_rcpt);
     struct buf who = BUF_INIT;
     edge_header_safe(&who, r.path.mailbox, 300);
-    enum edge_rcpt_verdict v = edge_relay_check(s, &r.path);
-    if (v == RCPT_ACCEPT && edge_domain_is_local(r.path.domain))
-        v = edge_rcpt_lookup(s->srv, &r.path);
     switch (v) {
     case RCPT_ACCEPT:
+    case RCPT_DUNNO:
         break;
     case RCPT_RELAY_DENIED:
         edge_reply_error(s, "554 5.7.1 <%s>: Relay access denied", buf_cstr(&who));
@@ -365,16 +349,70 @@ static void edge_cmd_rcpt(struct edge_session *s, const char *args)
         break;
     }
     buf_release(&who);
-    if (v != RCPT_ACCEPT) {
+    if (v != RCPT_ACCEPT && v != RCPT_DUNNO) {
         smtp_rcpt_clear(&r);
         return;
     }
+    struct edge_tx *tx = s->tx;
     if (tx->nrcpts == tx->rcpt_cap) {
         tx->rcpt_cap = tx->rcpt_cap ? tx->rcpt_cap * 2 : 4;
         tx->rcpts = xrealloc(tx->rcpts, tx->rcpt_cap * sizeof *tx->rcpts);
     }
     tx->rcpts[tx->nrcpts++].rcpt = r;
     edge_reply(s, "250 2.1.5 Ok");
+}
+
+static void rcpt_lookup_done(enum edge_rcpt_verdict v, void *arg)
+{
+    struct edge_session *s = arg;
+    if (s->lookup_inline) {
+        /* Answered before edge_rcpt_lookup returned: edge_cmd_rcpt finishes it. */
+        s->lookup_answered = true;
+        s->lookup_verdict = v;
+        return;
+    }
+    if (!edge_session_release(s))
+        return;
+    s->waiting = false;
+    rcpt_finish(s, v);
+    edge_session_resume(s);
+}
+
+static void edge_cmd_rcpt(struct edge_session *s, const char *args)
+{
+    struct edge_tx *tx = s->tx;
+    if (tx == NULL) {
+        edge_reply_error(s, "503 5.5.1 Error: need MAIL command");
+        return;
+    }
+    if (tx->nrcpts >= (size_t)conf.edge_max_recipients) {
+        edge_reply_error(s, "452 4.5.3 Error: too many recipients");
+        return;
+    }
+    struct smtp_addr_limits lim = addr_limits();
+    struct smtp_ext_offer offer = ext_offer(s);
+    struct smtp_parse_err err;
+    memset(&s->pending_rcpt, 0, sizeof s->pending_rcpt);
+    if (!smtp_rcpt_parse(args, &lim, &offer, tx->mail.smtputf8, &s->pending_rcpt, &err)) {
+        edge_reply_error(s, "%d %s %s", err.code, err.enhanced, err.text);
+        return;
+    }
+    const struct smtp_path *p = &s->pending_rcpt.path;
+    enum edge_rcpt_verdict v = edge_relay_check(s, p);
+    if (v != RCPT_ACCEPT || !edge_domain_is_local(p->domain)) {
+        rcpt_finish(s, v);
+        return;
+    }
+    s->lookup_inline = true;
+    s->lookup_answered = false;
+    edge_rcpt_lookup(s->srv, p, rcpt_lookup_done, s);
+    s->lookup_inline = false;
+    if (s->lookup_answered) {
+        rcpt_finish(s, s->lookup_verdict);
+        return;
+    }
+    s->busy_refs++;
+    s->waiting = true;
 }
 
 static void edge_cmd_rset(struct edge_session *s, const char *args)

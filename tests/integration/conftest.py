@@ -30,6 +30,20 @@ def edge_factory(tmp_path, redis_server):
 
 
 @pytest.fixture
+def connect():
+    """Raw SMTP clients, closed after the test."""
+    opened = []
+
+    def make(port, **kw):
+        c = mxtest.SMTP(port, **kw)
+        opened.append(c)
+        return c
+    yield make
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture
 def edge(edge_factory):
     return edge_factory()
 

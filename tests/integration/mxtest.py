@@ -112,6 +112,9 @@ class Mxgate:
             base["redis.url"] = redis_url
         base.update(overrides or {})
         self.overrides = base
+        first = base["edge.listen"].replace(",", " ").split()
+        if first:       # the port to wait for and to talk to is the first MX listener's
+            self.port = int(first[0].rsplit(":", 1)[1])
         self.command = command
         self.conf_file = conf_file
         self.log_path = os.path.join(self.dir, f"{command}.log")

@@ -13,20 +13,6 @@ from mxtest import (SMTP, ehlo, expect, message, queued_id, queued_ids, replies,
                     split_received, wait_for)
 
 
-@pytest.fixture
-def connect():
-    """Raw SMTP clients, closed after the test."""
-    opened = []
-
-    def make(port, **kw):
-        c = SMTP(port, **kw)
-        opened.append(c)
-        return c
-    yield make
-    for c in opened:
-        c.close()
-
-
 def start_tx(c, sender="s@ext.test", rcpts=("u@local.test",)):
     expect(c.cmd(f"MAIL FROM:<{sender}>"), 250, "2.1.0")
     for r in rcpts:

@@ -16,20 +16,6 @@ EXT_PLAIN = ["PIPELINING", "SIZE 36700160", "ENHANCEDSTATUSCODES", "8BITMIME", "
              "CHUNKING"]
 
 
-@pytest.fixture
-def connect():
-    """Raw SMTP clients, closed after the test."""
-    opened = []
-
-    def make(port, **kw):
-        c = SMTP(port, **kw)
-        opened.append(c)
-        return c
-    yield make
-    for c in opened:
-        c.close()
-
-
 def tls_overrides(tls_pair, **extra):
     cert, key = tls_pair
     d = {"tls.cert": cert, "tls.key": key}

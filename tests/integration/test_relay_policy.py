@@ -10,20 +10,6 @@ import pytest
 from mxtest import SMTP, ehlo, expect, message, queued_id, queued_ids, replies
 
 
-@pytest.fixture
-def connect():
-    """Raw SMTP clients, closed after the test."""
-    opened = []
-
-    def make(port, **kw):
-        c = SMTP(port, **kw)
-        opened.append(c)
-        return c
-    yield make
-    for c in opened:
-        c.close()
-
-
 OPEN_RELAY = [
     "u@ext.test",
     "u%ext.test@local.test",

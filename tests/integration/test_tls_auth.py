@@ -21,20 +21,6 @@ from mxtest import (SMTP, Mxgate, ehlo, expect, free_port, message, port_open, q
 
 
 @pytest.fixture
-def connect():
-    """Raw SMTP clients, closed after the test."""
-    opened = []
-
-    def make(port, **kw):
-        c = SMTP(port, **kw)
-        opened.append(c)
-        return c
-    yield make
-    for c in opened:
-        c.close()
-
-
-@pytest.fixture
 def tls_edge(edge_factory, tls_pair, auth_users):
     cert, key = tls_pair
     return edge_factory({"tls.cert": cert, "tls.key": key, "edge.auth_users": auth_users})

@@ -10,6 +10,7 @@
 #include "edge.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -112,6 +113,26 @@ static void set_hostname(struct edge_server *srv)
     srv->hostname[sizeof srv->hostname - 1] = '\0';
 }
 
+/* Descriptors beyond the sessions': listeners, Redis, the worker pipe, files being read. */
+#define FD_SPARE 64
+
+/* Lifts the soft limit on open files to the hard one, so edge.max_connections can be reached. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)conf.edge_max_connections + FD_SPARE)
+        log_msg(LOG_WARN, "fd-limit", NULL,
+                "open files limited to %llu: fewer than edge.max_connections (%lld) can be served",
+                (unsigned long long)rl.rlim_cur, conf.edge_max_connections);
+}
+
 /* Loads everything the sessions share; false (with the reason logged) on any failure. */
 static bool setup(struct edge_main *m)
 {
@@ -119,6 +140,7 @@ static bool setup(struct edge_main *m)
     struct buf err = BUF_INIT;
     bool ok = false;
     set_hostname(srv);
+    raise_fd_limit();
 
     struct redis_target target;
     if (conf.redis_url[0] == '\0') {

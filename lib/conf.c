@@ -722,7 +722,10 @@ void conf_write_reference(struct buf *out)
         "Any key can also be given on the command line as `-o key=value`; it wins over the file.\n"
         "`mxgate config check [FILE]` reads a file and reports every mistake as `FILE:LINE: message`.\n"
         "A key may appear only once in a file. Settings marked \"reloadable: no\" take effect only\n"
-        "after a restart. `conf/mxgate.conf` lists every key with its default.\n");
+        "after a restart; the others are meant to be applied by a reload (SIGHUP), which the roles\n"
+        "do not implement yet, so today every change needs a restart, with one exception: the\n"
+        "file named by `local.recipients` is re-read by the edge whenever it changes.\n"
+        "`conf/mxgate.conf` lists every key with its default.\n");
 
     for (size_t i = 0; i < conf_nrows; i++) {
         if (!opens_group(i))

@@ -112,7 +112,7 @@ const struct conf_row conf_rows[] = {
     LIST("local.domains", local_domains, "example.test", true,
         "Domains delivered to the local mailbox tier; mail for any other domain is relayed."),
     STR("local.recipients", local_recipients, "", true,
-        "File of valid local addresses, one per line; empty = every address in local.domains exists."),
+        "File of valid local addresses, one per line (or @domain for all of a domain), re-read when it changes; empty = every address in local.domains exists."),
 
     /* tls */
     STR("tls.cert", tls_cert, "", true,

@@ -3,10 +3,12 @@
  */
 #include "buf.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "mem.h"
 
 void buf_init(struct buf *b)
@@ -31,12 +33,17 @@ void buf_reset(struct buf *b)
 
 void buf_reserve(struct buf *b, size_t extra)
 {
+    if (extra > SIZE_MAX - b->len - 1)
+        log_panic("buffer of %zu bytes cannot grow by %zu", b->len, extra);
     size_t need = b->len + extra + 1;
-    if (need <= b->cap)
+    if (need <= b->cap) {
+        if (b->data != NULL)
+            b->data[b->len] = '\0';
         return;
+    }
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
-        cap *= 2;
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     b->data = xrealloc(b->data, cap);
     b->cap = cap;
     b->data[b->len] = '\0';

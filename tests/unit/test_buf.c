@@ -2,7 +2,8 @@
  * test_buf.c - unit tests of the growable buffer (lib/buf.c), table-driven where a table fits:
  * init / release / reset of empty and filled buffers, reserve, binary appends with NULs, growth to
  * 1 MB, printf on both sides of the 256-byte fast path, consume, cstr, steal, and the sanitizer
- * (printable kept, '\' doubled, everything else \xHH in lower case, "..." after a cut).
+ * (printable kept, '\' doubled, everything else \xHH in lower case, "..." after a cut), and sizes
+ * that overflow size_t (run in a child: they must end the process, not return or spin).
  * After every operation the buffer must hold data[len] == '\0' with len < cap.
  */
 #include <stdarg.h>
@@ -552,9 +553,12 @@ static int reserve_in_child(size_t prefill, size_t extra)
     assert_true(pid >= 0);
     if (pid == 0) {
         signal(SIGABRT, SIG_DFL);
+        /* the panic line (or a sanitizer's report) is expected; keep it off the test output */
         int devnull = open("/dev/null", O_WRONLY);
-        log_init("test", LOG_INFO, devnull >= 0 ? devnull : 2);
-        alarm(5);
+        if (devnull >= 0)
+            dup2(devnull, 2);
+        log_init("test", LOG_INFO, 2);
+        alarm(3);
         struct buf b = BUF_INIT;
         for (size_t k = 0; k < prefill; k++)
             buf_putc(&b, 'x');
@@ -580,17 +584,19 @@ static const struct huge_case huge_cases[] = {
 static void test_reserve_huge(void **state)
 {
     (void)state;
+    size_t bad = 0;
     for (size_t i = 0; i < sizeof huge_cases / sizeof huge_cases[0]; i++) {
         int st = reserve_in_child(huge_cases[i].prefill, huge_cases[i].extra);
         bool returned = WIFEXITED(st) && WEXITSTATUS(st) == 42;
         bool spun = WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM;
-        if (returned || spun)
-            print_error("case %zu: buf_reserve(%zu bytes after %zu) %s\n", i, huge_cases[i].extra,
+        if (returned || spun) {
+            print_error("case %zu: buf_reserve(%zu) after %zu bytes %s\n", i, huge_cases[i].extra,
                         huge_cases[i].prefill,
                         returned ? "returned without room" : "looped until SIGALRM");
-        assert_false(returned);
-        assert_false(spun);
+            bad++;
+        }
     }
+    assert_int_equal(bad, 0);
 }
 
 int main(void)

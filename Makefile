@@ -7,7 +7,7 @@
 #   make unit | make integration   one half of the suite
 #   make docs         regenerate docs/configuration.md and conf/mxgate.conf from the settings table
 
-PKGS     := libevent libevent_openssl libevent_pthreads hiredis openssl libcrypt
+PKGS     := libevent libevent_openssl libevent_pthreads hiredis openssl libcrypt libcares
 CC       ?= cc
 OPT      ?= -O2
 CFLAGS   := -std=c11 -Wall -Wextra -Werror -g $(OPT) -D_GNU_SOURCE -MMD -MP \
@@ -33,6 +33,7 @@ MAIN      := ops/mxgate.c
 LIB_OBJS  := $(patsubst %.c,$(BUILD)/%.o,$(filter-out $(MAIN),$(SRCS)))
 MAIN_OBJ  := $(BUILD)/ops/mxgate.o
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_SUPPORT := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/unit/support/*.c))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 
 PYTEST   ?= pytest-3
@@ -58,9 +59,9 @@ $(BIN): $(MAIN_OBJ) $(BUILD)/libmxgate.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmxgate.a
+$(BUILD)/tests/%: tests/unit/%.c $(UNIT_SUPPORT) $(BUILD)/libmxgate.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmxgate.a \
+	$(CC) $(CFLAGS) -Itests/unit $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(UNIT_SUPPORT) $(BUILD)/libmxgate.a \
 	    $(PKG_LIBS) $(shell pkg-config --libs cmocka) $(LDLIBS)
 
 run: deps

@@ -35,113 +35,18 @@
 #include "log.h"
 #include "queue.h"
 #include "redis.h"
+#include "support/redis_server.h"
 
-static char dir[64];
-static char sock_path[128];
 static char log_path[128];
-static pid_t server_pid = -1;
 static int log_fd = -1;
 static struct event_base *base;
 
 /* ---- the server ------------------------------------------------------------------------------ */
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
-static bool server_answers(void)
-{
-    struct timeval tv = { 0, 200000 };
-    redisContext *c = redisConnectUnixWithTimeout(sock_path, tv);
-    bool ok = false;
-    if (c != NULL && c->err == 0) {
-        redisReply *r = redisCommand(c, "PING");
-        ok = r != NULL && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
-        if (r != NULL)
-            freeReplyObject(r);
-    }
-    redisFree(c);
-    return ok;
-}
-
-static void server_start(void)
-{
-    char out[160];
-    snprintf(out, sizeof out, "%s/redis.out", dir);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock_path,
-               "--dir", dir, "--appendonly", "yes", "--appendfsync", "always",
-               "--no-appendfsync-on-rewrite", "no", "--maxmemory-policy", "noeviction",
-               "--save", "", "--daemonize", "no", (char *)NULL);
-        _exit(127);
-    }
-    server_pid = pid;
-    long long end = mono_ms() + 5000;
-    while (!server_answers()) {
-        assert_true(mono_ms() < end);
-        sleep_ms(10);
-    }
-}
-
-static void server_stop(void)
-{
-    if (server_pid <= 0)
-        return;
-    kill(server_pid, SIGCONT);
-    kill(server_pid, SIGTERM);
-    waitpid(server_pid, NULL, 0);
-    server_pid = -1;
-}
-
-static void at_exit(void)
-{
-    if (server_pid > 0) {
-        kill(server_pid, SIGKILL);
-        waitpid(server_pid, NULL, 0);
-        server_pid = -1;
-    }
-    if (dir[0] != '\0') {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", dir);
-        dir[0] = '\0';
-    }
-}
-
-/* A blocking connection for checking what the server holds. */
-static redisContext *sync_conn(void)
-{
-    struct redis_target t = { .path = sock_path };
-    struct buf err = BUF_INIT;
-    redisContext *c = redis_connect_sync(&t, 2000, &err);
-    if (c == NULL)
-        fail_msg("redis_connect_sync: %s", buf_cstr(&err));
-    buf_release(&err);
-    return c;
-}
-
 /* Runs a command on a fresh blocking connection and checks it answered +OK. */
 static void admin(const char *fmt, const char *arg)
 {
-    redisContext *c = sync_conn();
+    redisContext *c = trs_sync();
     redisReply *r = redisCommand(c, fmt, arg);
     assert_non_null(r);
     if (r->type == REDIS_REPLY_ERROR)
@@ -154,44 +59,31 @@ static int group_setup(void **state)
 {
     (void)state;
     signal(SIGPIPE, SIG_IGN);
-    strcpy(dir, "/tmp/mxg-redis-XXXXXX");
-    if (mkdtemp(dir) == NULL)
-        return -1;
-    atexit(at_exit);
-    snprintf(sock_path, sizeof sock_path, "%s/redis.sock", dir);
-    snprintf(log_path, sizeof log_path, "%s/mxgate.log", dir);
+    trs_start();
+    snprintf(log_path, sizeof log_path, "%s/mxgate.log", trs_dir);
     log_fd = open(log_path, O_RDWR | O_CREAT | O_APPEND, 0600);
     if (log_fd < 0)
         return -1;
     log_init("test", LOG_INFO, log_fd);
     base = event_base_new();
-    server_start();
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    server_stop();
+    trs_stop();
     event_base_free(base);
     close(log_fd);
     log_init("test", LOG_INFO, 2);
-    at_exit();
     return 0;
 }
 
 /* ---- the loop -------------------------------------------------------------------------------- */
 
-/* Runs the loop until pred(arg) holds or ms have passed; returns pred(arg). */
 static bool run_until(bool (*pred)(void *), void *arg, long long ms)
 {
-    long long end = mono_ms() + ms;
-    while (!pred(arg) && mono_ms() < end) {
-        struct timeval tv = { 0, 10000 };
-        event_base_loopexit(base, &tv);
-        event_base_dispatch(base);
-    }
-    return pred(arg);
+    return trs_run_until(base, pred, arg, ms);
 }
 
 static bool never(void *arg)
@@ -237,7 +129,7 @@ static int log_count(const char *event)
 
 static struct redis *connect_new(long long timeout_ms, const char *name)
 {
-    struct redis_target t = { .path = sock_path };
+    struct redis_target t = { .path = trs_sock };
     struct redis *r = redis_new(base, &t, timeout_ms, name);
     assert_true(run_until(is_connected, r, 3000));
     return r;
@@ -381,7 +273,7 @@ static void key(char *out, size_t n, const char *prefix, const char *kind, const
 /* Nothing of message id exists under prefix: the transaction left no trace. */
 static void expect_absent(const char *prefix, const char *id)
 {
-    redisContext *c = sync_conn();
+    redisContext *c = trs_sync();
     static const char *const kinds[] = { "msg", "body", "rcpt", "log" };
     for (size_t i = 0; i < 4; i++) {
         char k[128];
@@ -505,7 +397,7 @@ static void on_up(struct redis *r, void *arg)
 static void test_connect_ping(void **state)
 {
     (void)state;
-    struct redis_target t = { .path = sock_path };
+    struct redis_target t = { .path = trs_sock };
     struct redis *r = redis_new(base, &t, 1000, "test ping");
     int ups = 0;
     redis_on_connect(r, on_up, &ups);
@@ -549,7 +441,7 @@ static void test_connect_ping(void **state)
     /* Fire and forget. */
     assert_true(redis_commandf(r, NULL, NULL, "SET %s %s", "t:ff", "1"));
     run_for(100);
-    redisContext *c = sync_conn();
+    redisContext *c = trs_sync();
     expect_str(c, "GET %s", "t:ff", NULL, "1");
     redisFree(c);
     assert_int_equal(g.calls, 1);
@@ -570,7 +462,7 @@ static void test_enqueue_layout(void **state)
         fail_msg("enqueue failed: %s", d.err);
     assert_string_equal(d.err, "(null)");
 
-    redisContext *c = sync_conn();
+    redisContext *c = trs_sync();
     char kmsg[64], kbody[64], krcpt[64], klog[64];
     key(kmsg, sizeof kmsg, "t1", "msg", id);
     key(kbody, sizeof kbody, "t1", "body", id);
@@ -644,7 +536,7 @@ static void test_enqueue_server_down_and_back(void **state)
     char id[QUEUE_ID_LEN + 1];
 
     /* Killed, and not noticed yet: the enqueue is sent and fails. */
-    server_stop();
+    trs_stop();
     assert_true(redis_connected(r));
     queue_id_new(id);
     struct done d;
@@ -668,7 +560,7 @@ static void test_enqueue_server_down_and_back(void **state)
     assert_int_equal(d.calls, 0);
 
     /* Back: reconnects by itself, the enqueue works, the recovery is logged once. */
-    server_start();
+    trs_start();
     assert_true(run_until(is_connected, r, 3000));
     assert_int_equal(log_count("redis-connected"), up0 + 1);
     queue_id_new(id);
@@ -726,17 +618,17 @@ static void test_sigstop_timeout(void **state)
     (void)state;
     struct redis *r = connect_new(300, "stop");
     int down0 = log_count("redis-down");
-    kill(server_pid, SIGSTOP);
+    kill(trs_pid, SIGSTOP);
     char id[QUEUE_ID_LEN + 1];
     queue_id_new(id);
     struct queue_msg m = make_msg(id);
     struct done d = { 0 };
     struct got g = { 0 };
-    long long t0 = mono_ms();
+    long long t0 = trs_mono_ms();
     assert_true(queue_enqueue(r, "t5", &m, on_done, &d));
     assert_true(redis_commandf(r, on_reply, &g, "PING"));
     assert_true(run_until(done_called, &d, 2000));
-    long long took = mono_ms() - t0;
+    long long took = trs_mono_ms() - t0;
     assert_true(took >= 290 && took < 2000);
     assert_false(d.ok);
     assert_non_null(strstr(d.err, "timeout"));
@@ -751,7 +643,7 @@ static void test_sigstop_timeout(void **state)
     assert_false(redis_connected(r));
     assert_int_equal(log_count("redis-down"), down0 + 1);
 
-    kill(server_pid, SIGCONT);
+    kill(trs_pid, SIGCONT);
     assert_true(run_until(is_connected, r, 6000));
     assert_int_equal(d.calls, 1);
     assert_int_equal(g.calls, 1);
@@ -817,7 +709,7 @@ static void test_auth_select(void **state)
 {
     (void)state;
     admin("CONFIG SET requirepass %s", "sekrit");
-    struct redis_target t = { .path = sock_path, .password = "sekrit", .db = 3 };
+    struct redis_target t = { .path = trs_sock, .password = "sekrit", .db = 3 };
     struct redis *r = redis_new(base, &t, 1000, "auth");
     assert_true(run_until(is_connected, r, 3000));
     struct got g = { 0 };
@@ -829,7 +721,7 @@ static void test_auth_select(void **state)
 
     /* A wrong password never comes up, and says so once. */
     int down0 = log_count("redis-down");
-    struct redis_target bad = { .path = sock_path, .password = "wrong" };
+    struct redis_target bad = { .path = trs_sock, .password = "wrong" };
     r = redis_new(base, &bad, 1000, "badauth");
     run_for(700);
     assert_false(redis_connected(r));
@@ -850,7 +742,7 @@ static void test_auth_select(void **state)
     admin("CONFIG SET requirepass %s", "sekrit");
     assert_null(redis_connect_sync(&bad, 1000, &err));
     assert_non_null(strstr(buf_cstr(&err), "AUTH: WRONGPASS"));
-    struct redis_target t2 = { .path = sock_path, .password = "sekrit" };
+    struct redis_target t2 = { .path = trs_sock, .password = "sekrit" };
     c = redis_connect_sync(&t2, 1000, &err);
     assert_non_null(c);
     rep = redisCommand(c, "CONFIG SET requirepass %s", "");

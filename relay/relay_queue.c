@@ -1,0 +1,279 @@
+/*
+ * relay_queue.c - the relay's queue operations as Lua scripts (see relay_queue.h, docs/queue.md).
+ *
+ * Scripts are sent with EVAL; Redis caches them by digest, so the cost is the script's bytes on
+ * the wire. Key names inside a script all come from KEYS, as Redis requires for correctness under
+ * replication (and, once the schedule is sharded, under Cluster).
+ */
+#include "relay_queue.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "mem.h"
+#include "queue.h"
+#include "redis.h"
+
+/* How long the per-message event log stays after its message is gone (seconds). */
+#define LOG_RETENTION_S (7 * 86400)
+
+static const char claim_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "local m = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))\n"
+    "local token = now + tonumber(ARGV[1])\n"
+    "for _, id in ipairs(m) do\n"
+    "  redis.call('ZREM', KEYS[1], id)\n"
+    "  redis.call('ZADD', KEYS[2], token, id)\n"
+    "end\n"
+    "table.insert(m, 1, tostring(token))\n"
+    "return m\n";
+
+/*
+ * KEYS: 1 lease set, 2 target due set, 3 P:rcpt:{ID}, 4 P:msg:{ID}, 5 P:body:{ID}, 6 P:log:{ID},
+ *       7 the repository set (or a dummy)
+ * ARGV: 1 member, 2 index, 3 token, 4 outcome, 5 due ms, 6 last (JSON), 7 stage, 8 log
+ *       retention s, 9 repository name or "", 10 message id
+ */
+static const char outcome_lua[] =
+    "local score = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
+    "if (not score) or tonumber(score) ~= tonumber(ARGV[3]) then return 'stale' end\n"
+    "redis.call('ZREM', KEYS[1], ARGV[1])\n"
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "local raw = redis.call('HGET', KEYS[3], ARGV[2])\n"
+    "if not raw then return 'stale' end\n"
+    "local rec = cjson.decode(raw)\n"
+    "local out = ARGV[4]\n"
+    "local last = cjson.decode(ARGV[6])\n"
+    "last.ts = now\n"
+    "rec.last = last\n"
+    "local final = out == 'delivered' or out == 'failed'\n"
+    "if final then\n"
+    "  rec.state = out; rec.due = nil; rec.attempts = rec.attempts + 1\n"
+    "elseif out == 'deferred' or out == 'throttled' then\n"
+    "  rec.state = 'deferred'; rec.due = tonumber(ARGV[5])\n"
+    "  if out == 'deferred' then rec.attempts = rec.attempts + 1 end\n"
+    "  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])\n"
+    "elseif out == 'routed' then\n"
+    "  rec.state = 'pending'; rec.stage = ARGV[7]; rec.due = now\n"
+    "  redis.call('ZADD', KEYS[2], now, ARGV[1])\n"
+    "end\n"
+    "redis.call('HSET', KEYS[3], ARGV[2], cjson.encode(rec))\n"
+    "redis.call('RPUSH', KEYS[6], cjson.encode({ts = now, event = out, rcpt = tonumber(ARGV[2]),\n"
+    "  to = rec.to, code = last.code, status = last.status, text = last.text, mx = last.mx,\n"
+    "  due = rec.due, stage = rec.stage}))\n"
+    "if out == 'failed' and ARGV[9] ~= '' then\n"
+    "  redis.call('ZADD', KEYS[7], now, ARGV[10])\n"
+    "  redis.call('HSET', KEYS[4], 'repo', ARGV[9], 'repo_reason', last.text or '')\n"
+    "end\n"
+    "if not final then return 'ok' end\n"
+    "for _, v in ipairs(redis.call('HVALS', KEYS[3])) do\n"
+    "  local r = cjson.decode(v)\n"
+    "  if r.state ~= 'delivered' and r.state ~= 'failed' then return 'ok' end\n"
+    "end\n"
+    "if redis.call('HEXISTS', KEYS[4], 'repo') == 1 then return 'ok' end\n"
+    "redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])\n"
+    "redis.call('EXPIRE', KEYS[6], ARGV[8])\n"
+    "return 'removed'\n";
+
+static const char expire_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "local m = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, 1000)\n"
+    "for _, id in ipairs(m) do\n"
+    "  redis.call('ZREM', KEYS[1], id)\n"
+    "  redis.call('ZADD', KEYS[2], now, id)\n"
+    "end\n"
+    "return #m\n";
+
+void relay_stage_key(struct buf *b, const char *prefix, const char *stage, bool lease)
+{
+    if (strcmp(stage, RELAY_STAGE_MAIN) == 0)
+        buf_printf(b, "%s:%s", prefix, lease ? "lease" : "due");
+    else
+        buf_printf(b, "%s:%s:%s", prefix, stage, lease ? "lease" : "due");
+}
+
+/* ---- claim ---- */
+
+struct claim_call {
+    relay_claim_fn *cb;
+    void *arg;
+};
+
+static void claim_reply(redisReply *reply, const char *err, void *arg)
+{
+    struct claim_call *call = arg;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
+        call->cb(NULL, 0, err ? err : reply && reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                                               : "bad claim reply",
+                 call->arg);
+        free(call);
+        return;
+    }
+    long long token = strtoll(reply->element[0]->str, NULL, 10);
+    size_t n = reply->elements - 1;
+    struct relay_claim *claims = xcalloc(n ? n : 1, sizeof *claims);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *m = reply->element[i + 1]->str;
+        const char *slash = m != NULL ? strrchr(m, '/') : NULL;
+        if (slash == NULL || slash == m || slash[1] == '\0') {
+            log_msg(LOG_ERR, "queue-corrupt", NULL, "claimed member '%s' is not ID/index", m ? m : "");
+            continue;
+        }
+        claims[k].member = xstrdup(m);
+        claims[k].id = xstrndup(m, (size_t)(slash - m));
+        claims[k].index = (unsigned)strtoul(slash + 1, NULL, 10);
+        claims[k].token = token;
+        k++;
+    }
+    call->cb(claims, k, NULL, call->arg);
+    for (size_t i = 0; i < k; i++) {
+        free(claims[i].member);
+        free(claims[i].id);
+    }
+    free(claims);
+    free(call);
+}
+
+bool relay_queue_claim(struct redis *r, const char *prefix, const char *stage, long long lease_ms,
+                       unsigned max, relay_claim_fn *cb, void *arg)
+{
+    struct buf due = BUF_INIT, lease = BUF_INIT;
+    relay_stage_key(&due, prefix, stage, false);
+    relay_stage_key(&lease, prefix, stage, true);
+    char lease_s[32], max_s[16];
+    snprintf(lease_s, sizeof lease_s, "%lld", lease_ms);
+    snprintf(max_s, sizeof max_s, "%u", max);
+    const char *argv[] = { "EVAL", claim_lua, "2", due.data, lease.data, lease_s, max_s };
+    struct claim_call *call = xcalloc(1, sizeof *call);
+    call->cb = cb;
+    call->arg = arg;
+    bool sent = redis_command(r, claim_reply, call, 7, argv, NULL);
+    if (!sent)
+        free(call);
+    buf_release(&due);
+    buf_release(&lease);
+    return sent;
+}
+
+/* ---- outcome ---- */
+
+struct outcome_call {
+    relay_outcome_fn *cb;
+    void *arg;
+};
+
+static void outcome_reply(redisReply *reply, const char *err, void *arg)
+{
+    struct outcome_call *call = arg;
+    if (reply != NULL && reply->type == REDIS_REPLY_STATUS)
+        call->cb(reply->str, NULL, call->arg);
+    else if (reply != NULL && reply->type == REDIS_REPLY_STRING)
+        call->cb(reply->str, NULL, call->arg);
+    else
+        call->cb(NULL, err ? err : reply && reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                                            : "bad outcome reply",
+                 call->arg);
+    free(call);
+}
+
+static const char *outcome_name(enum relay_outcome o)
+{
+    static const char *const names[] = { "delivered", "failed", "deferred", "throttled", "routed" };
+    return names[o];
+}
+
+bool relay_queue_outcome(struct redis *r, const char *prefix, const struct relay_claim *c,
+                         const struct relay_result *res, relay_outcome_fn *cb, void *arg)
+{
+    struct buf lease = BUF_INIT, target = BUF_INIT, rcpt = BUF_INIT, msg = BUF_INIT, body = BUF_INIT,
+               logk = BUF_INIT, repo = BUF_INIT, last = BUF_INIT;
+    relay_stage_key(&lease, prefix, RELAY_STAGE_MAIN, true);
+    relay_stage_key(&target, prefix, res->outcome == OUTCOME_ROUTED ? res->stage : RELAY_STAGE_MAIN,
+                    false);
+    queue_key(&rcpt, prefix, "rcpt", c->id);
+    queue_key(&msg, prefix, "msg", c->id);
+    queue_key(&body, prefix, "body", c->id);
+    queue_key(&logk, prefix, "log", c->id);
+    buf_printf(&repo, "%s:repo:%s", prefix, res->repo ? res->repo : "none");
+
+    buf_printf(&last, "{\"code\":%d", res->code);
+    if (res->status != NULL) {
+        buf_puts(&last, ",\"status\":\"");
+        json_escape(&last, res->status, strlen(res->status));
+        buf_putc(&last, '"');
+    }
+    if (res->text != NULL) {
+        buf_puts(&last, ",\"text\":\"");
+        json_escape(&last, res->text, strlen(res->text));
+        buf_putc(&last, '"');
+    }
+    if (res->mx != NULL) {
+        buf_puts(&last, ",\"mx\":\"");
+        json_escape(&last, res->mx, strlen(res->mx));
+        buf_putc(&last, '"');
+    }
+    buf_putc(&last, '}');
+
+    char index_s[16], token_s[32], due_s[32], retention_s[16];
+    snprintf(index_s, sizeof index_s, "%u", c->index);
+    snprintf(token_s, sizeof token_s, "%lld", c->token);
+    snprintf(due_s, sizeof due_s, "%lld", res->due_ms);
+    snprintf(retention_s, sizeof retention_s, "%d", LOG_RETENTION_S);
+    const char *argv[] = {
+        "EVAL", outcome_lua, "7", lease.data, target.data, rcpt.data, msg.data, body.data, logk.data,
+        repo.data, c->member, index_s, token_s, outcome_name(res->outcome), due_s, last.data,
+        res->stage ? res->stage : "", retention_s, res->repo ? res->repo : "", c->id,
+    };
+    struct outcome_call *call = xcalloc(1, sizeof *call);
+    call->cb = cb;
+    call->arg = arg;
+    bool sent = redis_command(r, outcome_reply, call, (int)(sizeof argv / sizeof argv[0]), argv, NULL);
+    if (!sent)
+        free(call);
+    struct buf *bufs[] = { &lease, &target, &rcpt, &msg, &body, &logk, &repo, &last };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        buf_release(bufs[i]);
+    return sent;
+}
+
+/* ---- lease expiry ---- */
+
+struct count_call {
+    relay_count_fn *cb;
+    void *arg;
+};
+
+static void count_reply(redisReply *reply, const char *err, void *arg)
+{
+    struct count_call *call = arg;
+    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
+        call->cb(reply->integer, NULL, call->arg);
+    else
+        call->cb(-1, err ? err : reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply",
+                 call->arg);
+    free(call);
+}
+
+bool relay_queue_expire_leases(struct redis *r, const char *prefix, const char *stage,
+                               relay_count_fn *cb, void *arg)
+{
+    struct buf due = BUF_INIT, lease = BUF_INIT;
+    relay_stage_key(&due, prefix, stage, false);
+    relay_stage_key(&lease, prefix, stage, true);
+    const char *argv[] = { "EVAL", expire_lua, "2", lease.data, due.data };
+    struct count_call *call = xcalloc(1, sizeof *call);
+    call->cb = cb;
+    call->arg = arg;
+    bool sent = redis_command(r, count_reply, call, 5, argv, NULL);
+    if (!sent)
+        free(call);
+    buf_release(&due);
+    buf_release(&lease);
+    return sent;
+}

@@ -1,0 +1,80 @@
+/*
+ * relay_queue.h - the relay's operations on the Redis queue (docs/queue.md, "The relay on this
+ * layout"): claiming due recipients under a lease, recording each attempt's outcome, returning
+ * the work of dead nodes, and reading what a delivery needs.
+ *
+ * Every operation is one Lua script, so it is atomic on the server and uses the server's clock
+ * (TIME): nodes' clocks do not matter. All calls are asynchronous on the struct redis of the
+ * caller; a callback is called exactly once (redis.h).
+ */
+#ifndef MXG_RELAY_QUEUE_H
+#define MXG_RELAY_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "buf.h"
+
+struct redis;
+
+/* The stage the edge enqueues into: the relay routes from it. */
+#define RELAY_STAGE_MAIN "main"
+
+/* A claimed recipient: "ID/index" and the lease token that proves the claim is still ours. */
+struct relay_claim {
+    char *member;           /* "ID/index" */
+    char *id;               /* ID */
+    unsigned index;
+    long long token;        /* the lease expiry written at claim time */
+};
+
+/* claims[n] are owned by the callee and freed after the callback; err set when reply failed. */
+typedef void relay_claim_fn(struct relay_claim *claims, size_t n, const char *err, void *arg);
+
+/*
+ * Moves up to max members whose due time has come from the due set of `stage` (RELAY_STAGE_MAIN
+ * for the relay's routing, "local" for the mailbox bridge) into its lease set, for lease_ms.
+ */
+bool relay_queue_claim(struct redis *r, const char *prefix, const char *stage, long long lease_ms,
+                       unsigned max, relay_claim_fn *cb, void *arg) __attribute__((warn_unused_result));
+
+/* What happened to one recipient. */
+enum relay_outcome {
+    OUTCOME_DELIVERED,      /* final */
+    OUTCOME_FAILED,         /* final */
+    OUTCOME_DEFERRED,       /* back to the due set at due_ms; counts an attempt */
+    OUTCOME_THROTTLED,      /* back to the due set at due_ms; not an attempt */
+    OUTCOME_ROUTED,         /* moved to another stage's due set (e.g. "local"), due now */
+};
+
+struct relay_result {
+    enum relay_outcome outcome;
+    const char *repo;       /* FAILED: keep the message in this repository (NULL: none) */
+    long long due_ms;       /* DEFERRED / THROTTLED */
+    const char *stage;      /* ROUTED: the stage */
+    int code;               /* the remote reply's code, 0 if none */
+    const char *status;     /* enhanced status "4.4.1" */
+    const char *text;       /* reply text or reason (sanitised by the caller) */
+    const char *mx;         /* the host that answered, or NULL */
+};
+
+/*
+ * "ok" (recorded), "removed" (recorded, and it was the message's last recipient: its keys are
+ * gone), "stale" (our lease had expired: someone else owns the recipient; nothing written), or
+ * err on failure.
+ */
+typedef void relay_outcome_fn(const char *status, const char *err, void *arg);
+
+bool relay_queue_outcome(struct redis *r, const char *prefix, const struct relay_claim *c,
+                         const struct relay_result *res, relay_outcome_fn *cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/* Returns members whose lease has expired in `stage` to its due set; cb gets how many (or -1). */
+typedef void relay_count_fn(long long n, const char *err, void *arg);
+bool relay_queue_expire_leases(struct redis *r, const char *prefix, const char *stage,
+                               relay_count_fn *cb, void *arg) __attribute__((warn_unused_result));
+
+/* Key of a stage's due or lease set: "P:due" / "P:lease" for the main stage, "P:S:due" / "P:S:lease" for S. */
+void relay_stage_key(struct buf *b, const char *prefix, const char *stage, bool lease);
+
+#endif

@@ -152,6 +152,7 @@ struct edge_session {
     /* lifetime */
     int busy_refs;                  /* asynchronous operations whose callback has not run */
     bool dead;                      /* connection gone; free when busy_refs reaches 0 */
+    bool lingering;                 /* last reply sent; discarding input until the client closes */
     long long connected_ms;
 };
 
@@ -172,6 +173,8 @@ void edge_reply(struct edge_session *s, const char *fmt, ...) __attribute__((for
 /* An error reply: counts toward the error limits, may be delayed, may end the session. */
 void edge_reply_error(struct edge_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void edge_session_close(struct edge_session *s, const char *why);
+/* Ends the session at once, without flushing anything (a failed TLS handshake, shutdown). */
+void edge_session_drop(struct edge_session *s);
 void edge_session_resume(struct edge_session *s);
 /* Ends an asynchronous operation; false when the session died meanwhile (and is now freed). */
 bool edge_session_release(struct edge_session *s);

@@ -61,9 +61,14 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
     log_msg(LOG_INFO, "stopping", NULL, "signal %d: closing listeners, %zu sessions open", (int)sig,
             m->srv.nsessions);
     edge_server_stop(&m->srv);
-    for (struct edge_session *s = m->srv.sessions; s != NULL; s = s->next)
-        if (s->state == ST_CMD && !s->waiting)
-            edge_session_resume(s);      /* idle: hears 421 now */
+    for (struct edge_session *s = m->srv.sessions; s != NULL;) {
+        struct edge_session *next = s->next;
+        if ((s->state == ST_CMD || s->state == ST_AUTH) && !s->waiting)
+            edge_session_resume(s);      /* idle or in the AUTH dialog: hears 421 now */
+        else if (s->state == ST_GREET)
+            edge_session_drop(s);        /* greeting not sent, or TLS handshake unfinished */
+        s = next;
+    }
     m->stop_deadline_ms = edge_now_ms() + STOP_GRACE_MS;
     stop_check_cb(-1, 0, m);
 }

@@ -14,6 +14,7 @@
 
 #include <stdarg.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -57,11 +58,14 @@ static void session_tx_reset(struct edge_session *s)
 
 /* ---- replies ---- */
 
+/* One reply line and its CRLF in one write, so that over TLS they travel in one record. */
 static void reply_v(struct edge_session *s, const char *fmt, va_list ap)
 {
-    struct evbuffer *out = bufferevent_get_output(s->bev);
-    evbuffer_add_vprintf(out, fmt, ap);
-    evbuffer_add(out, "\r\n", 2);
+    struct buf line = BUF_INIT;
+    buf_vprintf(&line, fmt, ap);
+    buf_append(&line, "\r\n", 2);
+    evbuffer_add(bufferevent_get_output(s->bev), line.data, line.len);
+    buf_release(&line);
 }
 
 void edge_reply(struct edge_session *s, const char *fmt, ...)
@@ -200,11 +204,62 @@ static void log_close(struct edge_session *s, const char *why)
     }
 }
 
+/* How long a closing session reads and discards what the client still sends. */
+#define LINGER_MS 2000
+
+static void linger_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static void linger_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    (void)what;
+    session_kill(arg);      /* EOF, error or the linger timeout */
+}
+
+static void linger_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    session_kill(arg);
+}
+
+/*
+ * The last reply is out: half-close and read what the client still sends until it closes (or
+ * LINGER_MS pass). Closing a socket with unread input makes the kernel send RST, which can destroy
+ * our last replies (the 421, the 554) before the client reads them.
+ */
+static void session_linger(struct edge_session *s)
+{
+    evutil_socket_t fd = bufferevent_getfd(s->bev);
+    if (s->dead || fd < 0) {
+        session_kill(s);
+        return;
+    }
+    shutdown(fd, SHUT_WR);
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    bufferevent_setcb(s->bev, linger_read_cb, NULL, linger_event_cb, s);
+    bufferevent_disable(s->bev, EV_WRITE);
+    bufferevent_enable(s->bev, EV_READ);
+    struct timeval tv = { LINGER_MS / 1000, (LINGER_MS % 1000) * 1000 };
+    bufferevent_set_timeouts(s->bev, &tv, NULL);
+    evtimer_assign(s->timer, s->srv->base, linger_timeout_cb, s);
+    evtimer_add(s->timer, &tv);
+}
+
 static void socket_drained_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     (void)info;
-    if (evbuffer_get_length(buf) == 0)
-        session_kill(arg);
+    struct edge_session *s = arg;
+    if (evbuffer_get_length(buf) == 0 && !s->lingering) {
+        s->lingering = true;
+        session_linger(s);
+    }
 }
 
 /*
@@ -221,6 +276,17 @@ static void kill_when_flushed(struct edge_session *s)
             s->drain_watch = evbuffer_add_cb(bufferevent_get_output(under), socket_drained_cb, s);
         return;
     }
+    if (!s->lingering) {
+        s->lingering = true;
+        session_linger(s);
+    }
+}
+
+void edge_session_drop(struct edge_session *s)
+{
+    if (s->state != ST_CLOSING)
+        log_close(s, "dropped");
+    s->state = ST_CLOSING;
     session_kill(s);
 }
 
@@ -386,7 +452,8 @@ static void edge_cmd_rcpt(struct edge_session *s, const char *args)
         return;
     }
     if (tx->nrcpts >= (size_t)conf.edge_max_recipients) {
-        edge_reply_error(s, "452 4.5.3 Error: too many recipients");
+        /* RFC 5321 4.5.3.1.10: a client may send more and take the 452s; not an error. */
+        edge_reply(s, "452 4.5.3 Error: too many recipients");
         return;
     }
     struct smtp_addr_limits lim = addr_limits();
@@ -603,7 +670,7 @@ static bool read_command(struct edge_session *s)
 void edge_session_resume(struct edge_session *s)
 {
     while (!s->dead && !s->waiting && !s->paused) {
-        if (s->srv->stopping && s->state == ST_CMD) {
+        if (s->srv->stopping && (s->state == ST_CMD || s->state == ST_AUTH)) {
             edge_reply(s, "421 4.3.2 %s Service shutting down", s->srv->hostname);
             edge_session_close(s, "shutdown");
             break;

@@ -56,7 +56,8 @@ static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
     else if (what & BEV_EVENT_TIMEOUT)
         strcpy(why, "handshake timeout");
     log_msg(LOG_INFO, "tls-failed", &s->logctx, "%s", why);
-    edge_session_close(s, "TLS handshake failed");
+    /* Nothing can be said to a client whose handshake failed: drop it now. */
+    edge_session_drop(s);
 }
 
 static void handshake_read_cb(struct bufferevent *bev, void *arg)

@@ -148,7 +148,10 @@ class Mxgate:
         for line in self.read_log().splitlines():
             if not line.startswith("{"):
                 continue
-            rec = json.loads(line)
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue        # a line still being written
             if name is None or rec.get("event") == name:
                 out.append(rec)
         return out

@@ -1,0 +1,1308 @@
+/*
+ * relay_smtp.c - outbound SMTP client: one connection to one destination host, one transaction at
+ * a time (RFC 5321; SIZE RFC 1870, PIPELINING RFC 2920, STARTTLS RFC 3207, DSN RFC 3461, 8BITMIME
+ * RFC 6152, SMTPUTF8 RFC 6531, enhanced status codes RFC 3463).
+ *
+ * Owns: the socket (and TLS layer), copies of the configuration and addresses, the results of the
+ * job in hand. Borrows: the job (until its done callback), the TLS context, the log context.
+ *
+ * Every command waits for its reply in order: a queue of expected replies is filled as commands
+ * are written (MAIL, all RCPTs and DATA in one write under PIPELINING) and each reply takes the
+ * head. Bytes arriving while the queue is empty were never asked for: a protocol error (4.5.0),
+ * the connection is dropped. Replies are parsed strictly (codes, separators, 512-byte lines, a
+ * bounded number of lines and bytes). Each wait is bounded by its RFC 5321 §4.5.3.2 timeout.
+ *
+ * The message goes out dot-stuffed, and any bare CR or LF is written as CRLF, so the wire never
+ * carries a bare line-end byte whatever the body holds. An 8-bit body goes out as it is to a
+ * server that does not offer 8BITMIME (no MIME down-conversion; the body then lacks BODY=).
+ *
+ * Failures: 2xx delivered, 4xx deferred, 5xx failed, per recipient; a reply to DATA or to the
+ * final dot decides every recipient accepted at RCPT; 421, timeouts, refused and lost
+ * connections defer everything not yet decided. Local reasons: SMTPUTF8 needed but not offered
+ * (5.6.7), message over the server's SIZE (5.3.4), TLS required but not offered (4.7.4) or failed
+ * (4.7.5), malformed addresses (5.1.7 / 5.1.3). Callbacks run from a deferred event only.
+ */
+#include "relay_smtp.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+
+#include "mem.h"
+#include "tls.h"
+
+#define BODY_CHUNK 16384        /* body bytes stuffed per step */
+#define BODY_HIGH 65536         /* stop filling the socket's output above this */
+#define BODY_LOW 16384          /* refill when it drains below this */
+#define TEXT_MAX 1000           /* input bytes of reply text kept per result */
+
+enum expect_kind { EX_GREETING, EX_EHLO, EX_HELO, EX_STARTTLS, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT, EX_RSET,
+                   EX_QUIT };
+
+struct expect {
+    enum expect_kind kind;
+    size_t rcpt;                /* EX_RCPT: index into the job's recipients */
+};
+
+enum conn_state {
+    CS_NEW,                     /* nothing opened yet */
+    CS_CONNECTING,
+    CS_HELLO,                   /* greeting, EHLO/HELO, STARTTLS */
+    CS_TLS,                     /* TLS handshake */
+    CS_READY,                   /* session up, no transaction: the idle timer runs */
+    CS_TX,                      /* transaction replies outstanding */
+    CS_BODY,                    /* writing the message */
+    CS_RSET,
+    CS_QUIT,
+    CS_CLOSED,
+};
+
+/* How a set of recipients ends: from a reply or for a local reason. */
+struct verdict {
+    enum relay_smtp_outcome outcome;
+    int code;
+    char status[16];
+    struct buf text;
+    enum relay_phase phase;
+};
+
+struct rcpt_state {
+    bool final;                 /* result decided */
+    bool in_tx;                 /* RCPT sent (or to be sent) in this transaction */
+    bool accepted;              /* 2xx at RCPT */
+};
+
+struct relay_smtp {
+    struct event_base *base;
+    char *helo_name;            /* copied from the conf */
+    char *mx_host;              /* copied from the conf */
+    enum tls_policy policy;
+    SSL_CTX *tls_ctx;           /* borrowed */
+    struct relay_smtp_timeouts to;
+    unsigned idle_ms;
+    const struct log_ctx *logctx;
+    struct netaddr *addrs;      /* owned copy */
+    size_t naddrs, ai;          /* ai: the address in use */
+    char ip[NETADDR_STRLEN];    /* of addrs[ai] */
+    int port;
+    char peer[NETADDR_STRLEN];  /* "ip:port" of addrs[ai] */
+    relay_smtp_closed_cb closed_cb;
+    void *closed_arg;
+
+    enum conn_state state;
+    struct bufferevent *bev;    /* the socket, or the TLS filter over it */
+    SSL *ssl;                   /* owned by the TLS filter */
+    char *tls_info;
+    struct event *timer;        /* the one running timeout: connect, reply, body progress, idle */
+    struct event *notify;       /* runs the callbacks */
+    struct expect *exp;         /* ring of replies awaited */
+    size_t exp_head, exp_n, exp_cap;
+    struct relay_reply reply;   /* being parsed */
+
+    bool pipelining, eightbitmime, smtputf8, dsn, starttls, size;   /* offered by EHLO */
+    unsigned long long size_limit;
+    bool tls_tried;             /* STARTTLS was sent on this connection */
+    bool tls_fallback;
+    bool quit_wanted;           /* relay_smtp_quit() while an RSET was outstanding */
+    enum relay_phase last_phase;    /* of the last reply taken off the queue */
+    unsigned ntx;
+
+    const struct relay_smtp_job *job;
+    relay_smtp_done_cb done_cb;
+    void *done_arg;
+    struct relay_smtp_result *res;  /* one per recipient; text malloc'd */
+    struct rcpt_state *rs;
+    bool job_waiting;           /* accepted, transaction not started */
+    bool job_finished;          /* every result decided, done callback pending */
+    bool mail_ok, pipelined, need_rset;
+    size_t next_rcpt, naccepted;
+    size_t body_pos;
+    struct relay_stuffer stuffer;
+    struct buf scratch;
+
+    bool closed_pending;        /* closed callback owed */
+    bool in_cb, freed;          /* relay_smtp_free() inside a callback: release afterwards */
+};
+
+static const char *const phase_names[] = {
+    [RELAY_PHASE_CONNECT] = "connect", [RELAY_PHASE_GREETING] = "greeting", [RELAY_PHASE_EHLO] = "EHLO",
+    [RELAY_PHASE_HELO] = "HELO", [RELAY_PHASE_STARTTLS] = "STARTTLS", [RELAY_PHASE_TLS] = "TLS handshake",
+    [RELAY_PHASE_MAIL] = "MAIL FROM", [RELAY_PHASE_RCPT] = "RCPT TO", [RELAY_PHASE_DATA] = "DATA",
+    [RELAY_PHASE_BODY] = "end of data", [RELAY_PHASE_RSET] = "RSET", [RELAY_PHASE_QUIT] = "QUIT",
+};
+
+const char *relay_phase_name(enum relay_phase p)
+{
+    return (size_t)p < sizeof phase_names / sizeof phase_names[0] ? phase_names[p] : "unknown";
+}
+
+void relay_smtp_timeouts_default(struct relay_smtp_timeouts *t)
+{
+    *t = (struct relay_smtp_timeouts){
+        .connect_ms = 30000, .greeting_ms = 300000, .helo_ms = 300000, .starttls_ms = 300000,
+        .mail_ms = 300000, .rcpt_ms = 300000, .data_init_ms = 120000, .data_block_ms = 180000,
+        .data_done_ms = 600000, .rset_ms = 300000, .quit_ms = 300000,
+    };
+}
+
+/* ---- replies ---- */
+
+void relay_reply_reset(struct relay_reply *r)
+{
+    r->code = 0;
+    r->nlines = 0;
+    r->bytes = 0;
+    r->done = false;
+    buf_reset(&r->text);
+}
+
+void relay_reply_release(struct relay_reply *r)
+{
+    buf_release(&r->text);
+}
+
+enum relay_reply_feed relay_reply_feed(struct relay_reply *r, const char *line, size_t n, struct buf *why)
+{
+    if (r->done) {
+        buf_puts(why, "reply already complete");
+        return RELAY_REPLY_BAD;
+    }
+    if (n + 2 > RELAY_REPLY_LINE_MAX) {
+        buf_printf(why, "reply line longer than %d bytes", RELAY_REPLY_LINE_MAX);
+        return RELAY_REPLY_BAD;
+    }
+    r->bytes += n + 2;
+    if (++r->nlines > RELAY_REPLY_LINES_MAX || r->bytes > RELAY_REPLY_BYTES_MAX) {
+        buf_printf(why, "reply longer than %d lines or %d bytes", RELAY_REPLY_LINES_MAX, RELAY_REPLY_BYTES_MAX);
+        return RELAY_REPLY_BAD;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (line[i] == '\0' || line[i] == '\r' || line[i] == '\n') {
+            buf_puts(why, "NUL, CR or LF inside a reply line");
+            return RELAY_REPLY_BAD;
+        }
+    }
+    /* RFC 5321 §4.2: first digit 2-5, second 0-5, third 0-9 */
+    if (n < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '5' || line[2] < '0'
+        || line[2] > '9') {
+        buf_puts(why, "malformed reply code");
+        return RELAY_REPLY_BAD;
+    }
+    int code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+    if (r->code != 0 && code != r->code) {
+        buf_printf(why, "reply code %d after %d in one reply", code, r->code);
+        return RELAY_REPLY_BAD;
+    }
+    if (n > 3 && line[3] != ' ' && line[3] != '-') {
+        buf_puts(why, "malformed reply separator");
+        return RELAY_REPLY_BAD;
+    }
+    r->code = code;
+    if (r->nlines > 1)
+        buf_putc(&r->text, '\n');
+    if (n > 4)
+        buf_append(&r->text, line + 4, n - 4);
+    r->done = n == 3 || line[3] == ' ';
+    return r->done ? RELAY_REPLY_DONE : RELAY_REPLY_MORE;
+}
+
+/* Length of an RFC 3463 status code of class cls at p[0..n) followed by a space or the end; 0 if none. */
+static size_t status_len(const char *p, size_t n, int cls)
+{
+    if (n < 5 || p[0] != '0' + cls || p[1] != '.')
+        return 0;
+    size_t i = 2;
+    for (int part = 0; part < 2; part++) {
+        size_t d = 0;
+        while (i < n && d < 4 && p[i] >= '0' && p[i] <= '9') {
+            i++;
+            d++;
+        }
+        if (d == 0 || d > 3 || (part == 0 && (i >= n || p[i++] != '.')))
+            return 0;
+    }
+    return i == n || p[i] == ' ' ? i : 0;
+}
+
+void relay_reply_status(const struct relay_reply *r, char out_status[16], struct buf *text)
+{
+    int cls = r->code / 100;
+    snprintf(out_status, 16, "%d.0.0", cls);
+    const char *p = buf_cstr(&r->text), *end = p + r->text.len;
+    size_t budget = TEXT_MAX;
+    for (bool first = true; p <= end; first = false) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl != NULL ? (size_t)(nl - p) : (size_t)(end - p);
+        size_t s = status_len(p, n, cls);
+        if (first && s > 0)
+            snprintf(out_status, 16, "%.*s", (int)s, p);
+        if (s > 0) {    /* servers repeat the code on every line; the text does not need it */
+            p += s;
+            n -= s;
+            if (n > 0) {
+                p++;
+                n--;
+            }
+        }
+        if (n > 0 && budget > 0) {
+            if (text->len > 0)
+                buf_putc(text, ' ');
+            size_t take = n < budget ? n : budget;
+            buf_append_sanitized(text, p, n, take);
+            budget -= take;
+        }
+        if (nl == NULL)
+            break;
+        p = nl + 1;
+    }
+}
+
+/* ---- dot-stuffing ---- */
+
+void relay_stuff_init(struct relay_stuffer *s)
+{
+    s->bol = true;
+    s->cr = false;
+}
+
+void relay_stuff(struct relay_stuffer *s, const char *p, size_t n, struct buf *out)
+{
+    size_t i = 0;
+    while (i < n) {
+        char ch = p[i];
+        if (s->cr) {    /* CR then anything: the line ended; CRLF keeps its LF */
+            s->cr = false;
+            buf_append(out, "\r\n", 2);
+            s->bol = true;
+            if (ch == '\n') {
+                i++;
+                continue;
+            }
+        }
+        if (ch == '\r') {
+            s->cr = true;
+            i++;
+        } else if (ch == '\n') {
+            buf_append(out, "\r\n", 2);
+            s->bol = true;
+            i++;
+        } else {
+            if (s->bol && ch == '.')
+                buf_putc(out, '.');
+            size_t j = i;
+            while (j < n && p[j] != '\r' && p[j] != '\n')
+                j++;
+            buf_append(out, p + i, j - i);
+            s->bol = false;
+            i = j;
+        }
+    }
+}
+
+void relay_stuff_end(struct relay_stuffer *s, struct buf *out)
+{
+    if (s->cr || !s->bol)
+        buf_append(out, "\r\n", 2);
+    s->cr = false;
+    s->bol = true;
+    buf_append(out, ".\r\n", 3);
+}
+
+/* ---- verdicts and results ---- */
+
+static void verdict_local(struct verdict *v, enum relay_smtp_outcome o, const char *status, enum relay_phase ph,
+                          const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void verdict_local(struct verdict *v, enum relay_smtp_outcome o, const char *status, enum relay_phase ph,
+                          const char *fmt, ...)
+{
+    v->outcome = o;
+    v->code = 0;
+    snprintf(v->status, sizeof v->status, "%s", status);
+    v->phase = ph;
+    buf_init(&v->text);
+    struct buf raw = BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&raw, fmt, ap);
+    va_end(ap);
+    buf_append_sanitized(&v->text, raw.data, raw.len, TEXT_MAX);
+    buf_release(&raw);
+}
+
+/* The verdict of the reply just parsed; the outcome follows the reply's class. */
+static void verdict_reply(struct relay_smtp *c, struct verdict *v, enum relay_phase ph)
+{
+    int cls = c->reply.code / 100;
+    v->outcome = cls == 2 ? RELAY_SMTP_DELIVERED : cls == 5 ? RELAY_SMTP_FAILED : RELAY_SMTP_DEFERRED;
+    v->code = c->reply.code;
+    v->phase = ph;
+    buf_init(&v->text);
+    relay_reply_status(&c->reply, v->status, &v->text);
+}
+
+static void apply(struct relay_smtp *c, size_t i, const struct verdict *v)
+{
+    struct relay_smtp_result *r = &c->res[i];
+    r->outcome = v->outcome;
+    r->code = v->code;
+    memcpy(r->status, v->status, sizeof r->status);
+    free((char *)r->text);
+    r->text = xstrdup(buf_cstr(&v->text));
+    r->mx_host = c->mx_host;
+    r->phase = v->phase;
+    c->rs[i].final = true;
+}
+
+/* Every recipient not decided yet gets v; the job is then complete. */
+static void finish_rest(struct relay_smtp *c, struct verdict *v)
+{
+    if (c->job != NULL && !c->job_finished) {
+        for (size_t i = 0; i < c->job->nrcpts; i++)
+            if (!c->rs[i].final)
+                apply(c, i, v);
+        c->job_finished = true;
+        event_active(c->notify, EV_TIMEOUT, 1);
+    }
+    buf_release(&v->text);
+}
+
+/* ---- connection plumbing ---- */
+
+static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+static void connect_next(struct relay_smtp *c);
+static void tx_start(struct relay_smtp *c);
+
+static unsigned expect_timeout(const struct relay_smtp *c, enum expect_kind k)
+{
+    switch (k) {
+    case EX_GREETING: return c->to.greeting_ms;
+    case EX_EHLO: case EX_HELO: return c->to.helo_ms;
+    case EX_STARTTLS: return c->to.starttls_ms;
+    case EX_MAIL: return c->to.mail_ms;
+    case EX_RCPT: return c->to.rcpt_ms;
+    case EX_DATA: return c->to.data_init_ms;
+    case EX_DOT: return c->to.data_done_ms;
+    case EX_RSET: return c->to.rset_ms;
+    case EX_QUIT: return c->to.quit_ms;
+    }
+    return c->to.mail_ms;
+}
+
+static enum relay_phase expect_phase(enum expect_kind k)
+{
+    static const enum relay_phase map[] = {
+        [EX_GREETING] = RELAY_PHASE_GREETING, [EX_EHLO] = RELAY_PHASE_EHLO, [EX_HELO] = RELAY_PHASE_HELO,
+        [EX_STARTTLS] = RELAY_PHASE_STARTTLS, [EX_MAIL] = RELAY_PHASE_MAIL, [EX_RCPT] = RELAY_PHASE_RCPT,
+        [EX_DATA] = RELAY_PHASE_DATA, [EX_DOT] = RELAY_PHASE_BODY, [EX_RSET] = RELAY_PHASE_RSET,
+        [EX_QUIT] = RELAY_PHASE_QUIT,
+    };
+    return map[k];
+}
+
+static void arm(struct relay_smtp *c, unsigned ms)
+{
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    evtimer_add(c->timer, &tv);
+}
+
+/* Restarts the timer for whatever the connection waits for now. */
+static void rearm(struct relay_smtp *c)
+{
+    if (c->exp_n > 0)
+        arm(c, expect_timeout(c, c->exp[c->exp_head].kind));
+    else if (c->state == CS_BODY)
+        arm(c, c->to.data_block_ms);
+    else if (c->state == CS_READY)
+        arm(c, c->idle_ms);
+    else
+        evtimer_del(c->timer);
+}
+
+static void expect_push(struct relay_smtp *c, enum expect_kind k, size_t rcpt)
+{
+    if (c->exp_n == c->exp_cap) {   /* grow, unrolling the ring */
+        size_t cap = c->exp_cap ? c->exp_cap * 2 : 8;
+        struct expect *e = xmalloc(cap * sizeof *e);
+        for (size_t i = 0; i < c->exp_n; i++)
+            e[i] = c->exp[(c->exp_head + i) % c->exp_cap];
+        free(c->exp);
+        c->exp = e;
+        c->exp_cap = cap;
+        c->exp_head = 0;
+    }
+    c->exp[(c->exp_head + c->exp_n) % c->exp_cap] = (struct expect){ k, rcpt };
+    if (c->exp_n++ == 0)
+        arm(c, expect_timeout(c, k));
+}
+
+static void send_cmd(struct relay_smtp *c, enum expect_kind k, size_t rcpt, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void send_cmd(struct relay_smtp *c, enum expect_kind k, size_t rcpt, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    buf_reset(&c->scratch);
+    buf_vprintf(&c->scratch, fmt, ap);
+    va_end(ap);
+    buf_append(&c->scratch, "\r\n", 2);
+    expect_push(c, k, rcpt);
+    bufferevent_write(c->bev, c->scratch.data, c->scratch.len);
+}
+
+/* What the connection was doing, for "lost connection ... while ..." texts. */
+static enum relay_phase current_phase(const struct relay_smtp *c)
+{
+    if (c->exp_n > 0)
+        return expect_phase(c->exp[c->exp_head].kind);
+    if (c->state == CS_TLS)
+        return RELAY_PHASE_TLS;
+    if (c->state == CS_CONNECTING)
+        return RELAY_PHASE_CONNECT;
+    if (c->state == CS_BODY)
+        return RELAY_PHASE_BODY;
+    return c->last_phase;
+}
+
+static const char *doing(const struct relay_smtp *c)
+{
+    if (c->state == CS_BODY)
+        return "sending the message body";
+    switch (current_phase(c)) {
+    case RELAY_PHASE_GREETING: return "receiving the initial server greeting";
+    case RELAY_PHASE_EHLO: return "performing the EHLO handshake";
+    case RELAY_PHASE_HELO: return "performing the HELO handshake";
+    case RELAY_PHASE_STARTTLS: return "sending STARTTLS";
+    case RELAY_PHASE_TLS: return "performing the TLS handshake";
+    case RELAY_PHASE_MAIL: return "sending MAIL FROM";
+    case RELAY_PHASE_RCPT: return "sending RCPT TO";
+    case RELAY_PHASE_DATA: return "sending the DATA command";
+    case RELAY_PHASE_BODY: return "waiting for the reply to the end of data";
+    case RELAY_PHASE_RSET: return "sending RSET";
+    default: return "talking";
+    }
+}
+
+static void close_socket(struct relay_smtp *c)
+{
+    if (c->bev != NULL)
+        bufferevent_free(c->bev);   /* frees the SSL and closes the socket */
+    c->bev = NULL;
+    c->ssl = NULL;
+    c->exp_n = 0;
+    c->exp_head = 0;
+    relay_reply_reset(&c->reply);
+    evtimer_del(c->timer);
+}
+
+/* The connection is over: no more I/O; the closed callback is owed. */
+static void conn_drop(struct relay_smtp *c)
+{
+    close_socket(c);
+    c->state = CS_CLOSED;
+    if (c->job != NULL && !c->job_finished) {
+        struct verdict v;
+        verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.2", RELAY_PHASE_QUIT, "connection to %s[%s] closed", c->mx_host,
+                      c->ip);
+        finish_rest(c, &v);
+    }
+    c->closed_pending = true;
+    event_active(c->notify, EV_TIMEOUT, 1);
+}
+
+static void start_quit(struct relay_smtp *c)
+{
+    c->state = CS_QUIT;
+    c->exp_n = 0;
+    send_cmd(c, EX_QUIT, 0, "QUIT");
+}
+
+/* Ends the session with v for every undecided recipient; QUIT when the session is still sound. */
+static void session_fail(struct relay_smtp *c, struct verdict *v, bool quit)
+{
+    finish_rest(c, v);
+    if (quit && c->bev != NULL && c->state != CS_TLS)
+        start_quit(c);
+    else
+        conn_drop(c);
+}
+
+/* A failure before the greeting completed: the next address gets its chance, if any. */
+static void addr_failed(struct relay_smtp *c, struct verdict *v)
+{
+    log_msg(LOG_INFO, "relay-connect-failed", c->logctx, "%s (%s)", buf_cstr(&v->text), c->mx_host);
+    if (c->ai + 1 < c->naddrs) {
+        buf_release(&v->text);
+        close_socket(c);
+        c->ai++;
+        connect_next(c);
+        return;
+    }
+    session_fail(c, v, false);
+}
+
+static void protocol_error(struct relay_smtp *c, enum relay_phase ph, const char *why, const char *sample, size_t n)
+{
+    struct logrec lr;
+    if (log_begin(&lr, LOG_WARN, "relay-protocol-error", c->logctx)) {
+        log_str(&lr, "host", c->mx_host);
+        log_str(&lr, "peer", c->peer);
+        log_str(&lr, "error", why);
+        log_strn(&lr, "sample", sample, n < 100 ? n : 100);
+        log_end(&lr);
+    }
+    if (c->job == NULL || c->job_finished) {
+        conn_drop(c);
+        return;
+    }
+    struct verdict v;
+    verdict_local(&v, RELAY_SMTP_DEFERRED, "4.5.0", ph, "protocol error with %s[%s] in reply to %s: %s", c->mx_host,
+                  c->ip, relay_phase_name(ph), why);
+    session_fail(c, &v, false);
+}
+
+static void connect_next(struct relay_smtp *c)
+{
+    const struct netaddr *a = &c->addrs[c->ai];
+    const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
+    netaddr_ip_string(sa, c->ip, sizeof c->ip);
+    netaddr_string(sa, c->peer, sizeof c->peer);
+    c->port = sa->sa_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)sa)->sin6_port)
+                                        : ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    c->bev = bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (c->bev == NULL)
+        log_panic("bufferevent_socket_new failed");
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    c->state = CS_CONNECTING;
+    c->tls_tried = false;
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&a->ss, (int)a->len) == 0) {
+        arm(c, c->to.connect_ms);
+        return;
+    }
+    struct verdict v;
+    verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.1", RELAY_PHASE_CONNECT, "connect to %s[%s]:%d: %s", c->mx_host,
+                  c->ip, c->port, strerror(errno));
+    addr_failed(c, &v);
+}
+
+/* ---- the session ---- */
+
+static void parse_ehlo(struct relay_smtp *c)
+{
+    c->pipelining = c->eightbitmime = c->smtputf8 = c->dsn = c->starttls = c->size = false;
+    c->size_limit = 0;
+    const char *p = buf_cstr(&c->reply.text);
+    for (p = strchr(p, '\n'); p != NULL; p = strchr(p, '\n')) {   /* the first line is the name */
+        p++;
+        size_t n = strcspn(p, " \n");
+        if (n == 10 && strncasecmp(p, "PIPELINING", n) == 0)
+            c->pipelining = true;
+        else if (n == 8 && strncasecmp(p, "8BITMIME", n) == 0)
+            c->eightbitmime = true;
+        else if (n == 8 && strncasecmp(p, "SMTPUTF8", n) == 0)
+            c->smtputf8 = true;
+        else if (n == 3 && strncasecmp(p, "DSN", n) == 0)
+            c->dsn = true;
+        else if (n == 8 && strncasecmp(p, "STARTTLS", n) == 0)
+            c->starttls = true;
+        else if (n == 4 && strncasecmp(p, "SIZE", n) == 0) {
+            c->size = true;
+            c->size_limit = p[n] == ' ' ? strtoull(p + n + 1, NULL, 10) : 0;
+        }
+    }
+}
+
+static void start_tls(struct relay_smtp *c)
+{
+    struct verdict v;
+    struct buf err = BUF_INIT;
+    SSL *ssl = c->tls_ctx != NULL ? tls_client_ssl_new(c->tls_ctx, c->policy, c->mx_host, &err) : NULL;
+    struct bufferevent *f = NULL;
+    if (ssl != NULL)
+        f = bufferevent_openssl_filter_new(c->base, c->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                           BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (f == NULL) {
+        if (ssl != NULL)
+            SSL_free(ssl);
+        verdict_local(&v, RELAY_SMTP_DEFERRED, "4.7.5", RELAY_PHASE_TLS, "cannot start TLS with %s[%s]: %s", c->mx_host,
+                      c->ip, c->tls_ctx == NULL ? "no TLS client context" : err.len ? err.data : "filter failed");
+        buf_release(&err);
+        session_fail(c, &v, false);     /* the server now expects a handshake, not QUIT */
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
+    c->bev = f;
+    c->ssl = ssl;
+    c->state = CS_TLS;
+    bufferevent_setcb(f, read_cb, write_cb, event_cb, c);
+    bufferevent_enable(f, EV_READ | EV_WRITE);
+    arm(c, c->to.starttls_ms);
+}
+
+static void tls_failed(struct relay_smtp *c, const char *why)
+{
+    struct verdict v;
+    verdict_local(&v, RELAY_SMTP_DEFERRED, "4.7.5", RELAY_PHASE_TLS, "TLS with %s[%s] failed: %s", c->mx_host, c->ip,
+                  why);
+    log_msg(LOG_WARN, "relay-tls-failed", c->logctx, "%s (policy %s)", buf_cstr(&v.text), tls_policy_name(c->policy));
+    if (c->policy == TLS_POLICY_MAY)
+        c->tls_fallback = true;
+    session_fail(c, &v, false);
+}
+
+/* The greeting or EHLO/HELO/STARTTLS exchange is through: go on to TLS or to the transaction. */
+static void after_hello(struct relay_smtp *c)
+{
+    if (c->ssl == NULL && !c->tls_tried && c->policy != TLS_POLICY_NONE && c->starttls) {
+        c->tls_tried = true;
+        send_cmd(c, EX_STARTTLS, 0, "STARTTLS");
+        return;
+    }
+    if (c->ssl == NULL && (c->policy == TLS_POLICY_ENCRYPT || c->policy == TLS_POLICY_VERIFY)) {
+        struct verdict v;
+        verdict_local(&v, RELAY_SMTP_DEFERRED, "4.7.4", RELAY_PHASE_STARTTLS,
+                      "TLS is required, but was not offered by host %s[%s]", c->mx_host, c->ip);
+        session_fail(c, &v, true);
+        return;
+    }
+    c->state = CS_READY;
+    if (c->job_waiting)
+        tx_start(c);
+    else
+        rearm(c);
+}
+
+static void on_hello_reply(struct relay_smtp *c, enum expect_kind k)
+{
+    int cls = c->reply.code / 100;
+    struct verdict v;
+    if (k == EX_GREETING && cls != 2) {
+        verdict_reply(c, &v, RELAY_PHASE_GREETING);
+        addr_failed(c, &v);
+    } else if (k == EX_GREETING) {
+        send_cmd(c, EX_EHLO, 0, "EHLO %s", c->helo_name);
+    } else if (k == EX_EHLO && cls == 2) {
+        parse_ehlo(c);
+        after_hello(c);
+    } else if (k == EX_EHLO && cls == 5) {   /* RFC 5321 §3.2: a server without EHLO */
+        send_cmd(c, EX_HELO, 0, "HELO %s", c->helo_name);
+    } else if (k == EX_HELO && cls == 2) {
+        c->pipelining = c->eightbitmime = c->smtputf8 = c->dsn = c->starttls = c->size = false;
+        after_hello(c);
+    } else if (k == EX_STARTTLS && cls == 2) {
+        start_tls(c);
+    } else if (k == EX_STARTTLS && c->policy == TLS_POLICY_MAY) {
+        after_hello(c);     /* opportunistic: carry on in plaintext */
+    } else if (k == EX_STARTTLS) {
+        char st[16];
+        struct buf said = BUF_INIT;
+        relay_reply_status(&c->reply, st, &said);   /* sanitised already: appended as it is */
+        verdict_local(&v, RELAY_SMTP_DEFERRED, "4.7.4", RELAY_PHASE_STARTTLS,
+                      "TLS is required, but host %s[%s] refused STARTTLS: %d %s ", c->mx_host, c->ip,
+                      c->reply.code, st);
+        buf_append(&v.text, said.data, said.len);
+        buf_release(&said);
+        session_fail(c, &v, true);
+    } else {
+        verdict_reply(c, &v, expect_phase(k));
+        session_fail(c, &v, true);
+    }
+}
+
+/* ---- the transaction ---- */
+
+static bool is_ascii(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] >= 0x80)
+            return false;
+    return true;
+}
+
+/* No byte that could end or split a command line. */
+static bool addr_ok(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
+}
+
+static void append_notify(struct buf *b, unsigned notify)
+{
+    if (notify & DSN_NOTIFY_NEVER) {
+        buf_puts(b, " NOTIFY=NEVER");
+        return;
+    }
+    static const struct { unsigned flag; const char *name; } names[] = {
+        { DSN_NOTIFY_SUCCESS, "SUCCESS" }, { DSN_NOTIFY_FAILURE, "FAILURE" }, { DSN_NOTIFY_DELAY, "DELAY" },
+    };
+    const char *sep = " NOTIFY=";
+    for (size_t i = 0; i < 3; i++) {
+        if (notify & names[i].flag) {
+            buf_printf(b, "%s%s", sep, names[i].name);
+            sep = ",";
+        }
+    }
+}
+
+static void append_rcpt(struct relay_smtp *c, struct buf *b, size_t i)
+{
+    const struct relay_smtp_rcpt *r = &c->job->rcpts[i];
+    buf_printf(b, "RCPT TO:<%s>", r->addr);
+    if (c->dsn && r->notify != 0)
+        append_notify(b, r->notify);
+    const char *semi = c->dsn && r->orcpt != NULL ? strchr(r->orcpt, ';') : NULL;
+    if (semi != NULL && semi > r->orcpt && addr_ok(r->orcpt)) {
+        buf_printf(b, " ORCPT=%.*s;", (int)(semi - r->orcpt), r->orcpt);
+        xtext_encode(b, semi + 1);
+    }
+    buf_append(b, "\r\n", 2);
+}
+
+/* Ends the transaction: results go to the caller; RSET when the server still holds a MAIL. */
+static void tx_end(struct relay_smtp *c)
+{
+    struct verdict v;
+    verdict_local(&v, RELAY_SMTP_DEFERRED, "4.3.0", RELAY_PHASE_BODY, "no reply from %s[%s] decided this recipient",
+                  c->mx_host, c->ip);
+    finish_rest(c, &v);
+    c->state = CS_READY;
+    if (c->need_rset) {
+        c->need_rset = false;
+        c->state = CS_RSET;
+        send_cmd(c, EX_RSET, 0, "RSET");
+    } else {
+        rearm(c);
+    }
+}
+
+static void send_next_rcpt(struct relay_smtp *c)
+{
+    while (c->next_rcpt < c->job->nrcpts && !c->rs[c->next_rcpt].in_tx)
+        c->next_rcpt++;
+    if (c->next_rcpt < c->job->nrcpts) {
+        buf_reset(&c->scratch);
+        append_rcpt(c, &c->scratch, c->next_rcpt);
+        expect_push(c, EX_RCPT, c->next_rcpt);
+        bufferevent_write(c->bev, c->scratch.data, c->scratch.len);
+        c->next_rcpt++;
+    } else if (c->naccepted > 0) {
+        send_cmd(c, EX_DATA, 0, "DATA");
+    } else {
+        tx_end(c);
+    }
+}
+
+static void tx_start(struct relay_smtp *c)
+{
+    const struct relay_smtp_job *j = c->job;
+    c->job_waiting = false;
+    c->ntx++;
+    c->mail_ok = c->need_rset = false;
+    c->next_rcpt = c->naccepted = 0;
+    c->pipelined = c->pipelining;
+    c->state = CS_TX;
+    bool utf8_all = j->smtputf8 || !is_ascii(j->sender, strlen(j->sender));
+    bool eightbit = j->eightbit || !is_ascii(j->body, j->body_len);
+    struct verdict v;
+    if (!addr_ok(j->sender)) {
+        verdict_local(&v, RELAY_SMTP_FAILED, "5.1.7", RELAY_PHASE_MAIL, "malformed sender address");
+        finish_rest(c, &v);
+    } else if (utf8_all && !c->smtputf8) {
+        verdict_local(&v, RELAY_SMTP_FAILED, "5.6.7", RELAY_PHASE_MAIL,
+                      "SMTPUTF8 is required, but was not offered by host %s[%s]", c->mx_host, c->ip);
+        finish_rest(c, &v);
+    } else if (c->size && c->size_limit > 0 && j->body_len > c->size_limit) {
+        verdict_local(&v, RELAY_SMTP_FAILED, "5.3.4", RELAY_PHASE_MAIL,
+                      "message size %zu exceeds size limit %llu of server %s[%s]", j->body_len, c->size_limit,
+                      c->mx_host, c->ip);
+        finish_rest(c, &v);
+    }
+    size_t n = 0;
+    bool utf8 = utf8_all;
+    for (size_t i = 0; i < j->nrcpts && !c->job_finished; i++) {
+        const char *a = j->rcpts[i].addr;
+        bool ascii = is_ascii(a, strlen(a));
+        if (!addr_ok(a) || *a == '\0') {
+            verdict_local(&v, RELAY_SMTP_FAILED, "5.1.3", RELAY_PHASE_RCPT, "malformed recipient address");
+            apply(c, i, &v);
+            buf_release(&v.text);
+        } else if (!ascii && !c->smtputf8) {
+            verdict_local(&v, RELAY_SMTP_FAILED, "5.6.7", RELAY_PHASE_RCPT,
+                          "SMTPUTF8 is required, but was not offered by host %s[%s]", c->mx_host, c->ip);
+            apply(c, i, &v);
+            buf_release(&v.text);
+        } else {
+            c->rs[i].in_tx = true;
+            utf8 |= !ascii;
+            n++;
+        }
+    }
+    if (n == 0) {   /* nothing to send: no MAIL, the session stays clean */
+        tx_end(c);
+        return;
+    }
+
+    struct buf *b = &c->scratch;
+    buf_reset(b);
+    buf_printf(b, "MAIL FROM:<%s>", j->sender);
+    if (c->size)
+        buf_printf(b, " SIZE=%zu", j->body_len);
+    if (eightbit && c->eightbitmime)
+        buf_puts(b, " BODY=8BITMIME");
+    if (utf8)
+        buf_puts(b, " SMTPUTF8");
+    if (c->dsn && j->ret != DSN_RET_UNSPEC)
+        buf_puts(b, j->ret == DSN_RET_FULL ? " RET=FULL" : " RET=HDRS");
+    if (c->dsn && j->envid != NULL) {
+        buf_puts(b, " ENVID=");
+        xtext_encode(b, j->envid);
+    }
+    buf_append(b, "\r\n", 2);
+    expect_push(c, EX_MAIL, 0);
+    if (c->pipelined) {     /* RFC 2920: MAIL, every RCPT and DATA in one write */
+        for (size_t i = 0; i < j->nrcpts; i++) {
+            if (c->rs[i].in_tx) {
+                append_rcpt(c, b, i);
+                expect_push(c, EX_RCPT, i);
+            }
+        }
+        buf_append(b, "DATA\r\n", 6);
+        expect_push(c, EX_DATA, 0);
+    }
+    bufferevent_write(c->bev, b->data, b->len);
+}
+
+/* Writes the message while the socket drains, then the final dot. */
+static void body_fill(struct relay_smtp *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const struct relay_smtp_job *j = c->job;
+    while (c->body_pos < j->body_len && evbuffer_get_length(out) < BODY_HIGH) {
+        size_t n = j->body_len - c->body_pos < BODY_CHUNK ? j->body_len - c->body_pos : BODY_CHUNK;
+        buf_reset(&c->scratch);
+        relay_stuff(&c->stuffer, j->body + c->body_pos, n, &c->scratch);
+        bufferevent_write(c->bev, c->scratch.data, c->scratch.len);
+        c->body_pos += n;
+    }
+    if (c->body_pos < j->body_len) {
+        arm(c, c->to.data_block_ms);
+        return;
+    }
+    buf_reset(&c->scratch);
+    relay_stuff_end(&c->stuffer, &c->scratch);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    c->state = CS_TX;
+    expect_push(c, EX_DOT, 0);
+    bufferevent_write(c->bev, c->scratch.data, c->scratch.len);
+}
+
+static void on_tx_reply(struct relay_smtp *c, struct expect e)
+{
+    int cls = c->reply.code / 100;
+    struct verdict v;
+    if (cls == 3 && e.kind != EX_DATA) {
+        protocol_error(c, c->last_phase, "intermediate reply to a command that takes none", buf_cstr(&c->reply.text),
+                       c->reply.text.len);
+        return;
+    }
+    if (cls == 2 && e.kind == EX_DATA) {
+        protocol_error(c, c->last_phase, "2xx reply to DATA", buf_cstr(&c->reply.text), c->reply.text.len);
+        return;
+    }
+    switch (e.kind) {
+    case EX_MAIL:
+        if (cls == 2) {
+            c->mail_ok = c->need_rset = true;
+        } else {
+            verdict_reply(c, &v, RELAY_PHASE_MAIL);
+            for (size_t i = 0; i < c->job->nrcpts; i++)
+                if (c->rs[i].in_tx && !c->rs[i].final)
+                    apply(c, i, &v);
+            buf_release(&v.text);
+        }
+        if (!c->pipelined) {
+            if (c->mail_ok)
+                send_next_rcpt(c);
+            else
+                tx_end(c);
+        }
+        break;
+    case EX_RCPT:
+        if (c->mail_ok && cls == 2) {
+            c->rs[e.rcpt].accepted = true;
+            c->naccepted++;
+        } else if (c->mail_ok) {
+            verdict_reply(c, &v, RELAY_PHASE_RCPT);
+            apply(c, e.rcpt, &v);
+            buf_release(&v.text);
+        }
+        if (!c->pipelined)
+            send_next_rcpt(c);
+        break;
+    case EX_DATA:
+        if (cls == 3 && c->mail_ok && c->naccepted > 0) {
+            c->state = CS_BODY;
+            c->body_pos = 0;
+            relay_stuff_init(&c->stuffer);
+            bufferevent_setwatermark(c->bev, EV_WRITE, BODY_LOW, 0);
+            body_fill(c);
+        } else if (cls == 3) {  /* RFC 2920 §3.1: DATA accepted with no recipient: empty message */
+            expect_push(c, EX_DOT, 0);
+            bufferevent_write(c->bev, ".\r\n", 3);
+        } else {
+            if (c->mail_ok) {
+                verdict_reply(c, &v, RELAY_PHASE_DATA);
+                for (size_t i = 0; i < c->job->nrcpts; i++)
+                    if (c->rs[i].accepted && !c->rs[i].final)
+                        apply(c, i, &v);
+                buf_release(&v.text);
+            }
+            tx_end(c);
+        }
+        break;
+    case EX_DOT:
+        c->need_rset = false;   /* the transaction is over whatever the reply */
+        verdict_reply(c, &v, RELAY_PHASE_BODY);
+        for (size_t i = 0; i < c->job->nrcpts; i++)
+            if (c->rs[i].accepted && !c->rs[i].final)
+                apply(c, i, &v);
+        buf_release(&v.text);
+        tx_end(c);
+        break;
+    default:
+        break;
+    }
+}
+
+/* A complete reply arrived for the head of the queue. */
+static void on_reply(struct relay_smtp *c)
+{
+    struct expect e = c->exp[c->exp_head];
+    c->exp_head = (c->exp_head + 1) % c->exp_cap;
+    c->exp_n--;
+    c->last_phase = expect_phase(e.kind);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t extra = evbuffer_get_length(in);
+    if (e.kind != EX_QUIT && c->exp_n == 0 && extra > 0) {
+        /* more than was asked for (covers plaintext injected behind STARTTLS's 220, RFC 3207 §5) */
+        char sample[100];
+        size_t n = extra < sizeof sample ? extra : sizeof sample;
+        evbuffer_copyout(in, sample, n);
+        protocol_error(c, c->last_phase, "reply that was not asked for", sample, n);
+        relay_reply_reset(&c->reply);
+        return;
+    }
+    rearm(c);
+    struct verdict v;
+    if (e.kind == EX_QUIT) {
+        conn_drop(c);
+    } else if (c->reply.code == 421) {  /* the server is closing: everything open is deferred */
+        verdict_reply(c, &v, expect_phase(e.kind));
+        if (e.kind == EX_GREETING)
+            addr_failed(c, &v);
+        else
+            session_fail(c, &v, false);
+    } else if (e.kind == EX_RSET) {
+        if (c->reply.code / 100 != 2) {
+            verdict_reply(c, &v, RELAY_PHASE_RSET);
+            session_fail(c, &v, true);
+        } else if (c->quit_wanted) {
+            start_quit(c);
+        } else {
+            c->state = CS_READY;
+            if (c->job_waiting)
+                tx_start(c);
+            else
+                rearm(c);
+        }
+    } else if (e.kind <= EX_STARTTLS) {
+        on_hello_reply(c, e.kind);
+    } else if (c->job != NULL && !c->job_finished) {
+        on_tx_reply(c, e);
+    }
+    relay_reply_reset(&c->reply);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct relay_smtp *c = arg;
+    (void)bev;
+    while (c->bev != NULL && c->state != CS_TLS && c->state != CS_CLOSED) {
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        size_t avail = evbuffer_get_length(in);
+        char line[RELAY_REPLY_LINE_MAX];
+        if (avail == 0)
+            return;
+        if (c->exp_n == 0) {
+            size_t n = avail < sizeof line ? avail : sizeof line;
+            evbuffer_copyout(in, line, n);
+            protocol_error(c, current_phase(c), "reply that was not asked for", line, n);
+            return;
+        }
+        struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+        if (eol.pos < 0 && avail < RELAY_REPLY_LINE_MAX)
+            return;     /* the rest of the line is on its way */
+        if (eol.pos < 0 || (size_t)eol.pos + 1 > RELAY_REPLY_LINE_MAX) {
+            evbuffer_copyout(in, line, 100);
+            protocol_error(c, current_phase(c), "reply line longer than 512 bytes", line, 100);
+            return;
+        }
+        size_t n = (size_t)eol.pos + 1;
+        evbuffer_remove(in, line, n);
+        struct buf why = BUF_INIT;
+        enum relay_reply_feed r = RELAY_REPLY_BAD;
+        if (n < 2 || line[n - 2] != '\r')
+            buf_puts(&why, "reply line not ended by CRLF");
+        else
+            r = relay_reply_feed(&c->reply, line, n - 2, &why);
+        if (r == RELAY_REPLY_BAD)
+            protocol_error(c, current_phase(c), buf_cstr(&why), line, n);
+        else if (r == RELAY_REPLY_DONE)
+            on_reply(c);
+        buf_release(&why);
+        if (r == RELAY_REPLY_BAD)
+            return;
+    }
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct relay_smtp *c = arg;
+    (void)bev;
+    if (c->state == CS_BODY)
+        body_fill(c);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct relay_smtp *c = arg;
+    struct verdict v;
+    if (c->state == CS_CONNECTING) {
+        if (what & BEV_EVENT_CONNECTED) {
+            c->state = CS_HELLO;
+            expect_push(c, EX_GREETING, 0);
+            bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+            return;
+        }
+        int e = EVUTIL_SOCKET_ERROR();
+        verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.1", RELAY_PHASE_CONNECT, "connect to %s[%s]:%d: %s", c->mx_host,
+                      c->ip, c->port,
+                      /* libevent reports a connect refused at once without an errno */
+                      e != 0 ? evutil_socket_error_to_string(e) : "Connection refused");
+        addr_failed(c, &v);
+        return;
+    }
+    if (c->state == CS_TLS) {
+        if (what & BEV_EVENT_CONNECTED) {
+            struct buf info = BUF_INIT;
+            tls_describe(c->ssl, &info);
+            free(c->tls_info);
+            c->tls_info = buf_steal(&info);
+            log_msg(LOG_INFO, "relay-tls", c->logctx, "%s[%s]: %s", c->mx_host, c->ip, c->tls_info);
+            c->state = CS_HELLO;    /* RFC 3207 §4.2: start over, EHLO again */
+            send_cmd(c, EX_EHLO, 0, "EHLO %s", c->helo_name);
+            return;
+        }
+        struct buf why = BUF_INIT;
+        tls_client_failure(c->ssl, bufferevent_get_openssl_error(bev), &why);
+        tls_failed(c, buf_cstr(&why));
+        buf_release(&why);
+        return;
+    }
+    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+        return;
+    if (c->state == CS_QUIT || c->state == CS_READY || c->job == NULL || c->job_finished) {
+        conn_drop(c);
+        return;
+    }
+    verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.2", current_phase(c), "lost connection with %s[%s] while %s",
+                  c->mx_host, c->ip, doing(c));
+    if (c->exp_n > 0 && c->exp[c->exp_head].kind == EX_GREETING)
+        addr_failed(c, &v);
+    else
+        session_fail(c, &v, false);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct relay_smtp *c = arg;
+    (void)fd;
+    (void)what;
+    struct verdict v;
+    switch (c->state) {
+    case CS_CONNECTING:
+        verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.1", RELAY_PHASE_CONNECT,
+                      "connect to %s[%s]:%d: Connection timed out", c->mx_host, c->ip, c->port);
+        addr_failed(c, &v);
+        return;
+    case CS_READY:
+        start_quit(c);
+        return;
+    case CS_QUIT:
+    case CS_CLOSED:
+    case CS_NEW:
+        conn_drop(c);
+        return;
+    case CS_TLS:
+        tls_failed(c, "handshake timed out");
+        return;
+    default:
+        break;
+    }
+    if (c->job == NULL || c->job_finished) {    /* an RSET nobody waits for */
+        conn_drop(c);
+        return;
+    }
+    verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.2", current_phase(c), "conversation with %s[%s] timed out while %s",
+                  c->mx_host, c->ip, doing(c));
+    if (c->exp_n > 0 && c->exp[c->exp_head].kind == EX_GREETING)
+        addr_failed(c, &v);
+    else
+        session_fail(c, &v, false);
+}
+
+/* ---- lifecycle ---- */
+
+static void destroy(struct relay_smtp *c)
+{
+    close_socket(c);
+    event_free(c->timer);
+    event_free(c->notify);
+    if (c->res != NULL)
+        for (size_t i = 0; i < c->job->nrcpts; i++)
+            free((char *)c->res[i].text);
+    free(c->res);
+    free(c->rs);
+    free(c->exp);
+    relay_reply_release(&c->reply);
+    buf_release(&c->scratch);
+    free(c->tls_info);
+    free(c->addrs);
+    free(c->helo_name);
+    free(c->mx_host);
+    free(c);
+}
+
+/* Runs the callbacks owed, outside any relay_smtp_* call. */
+static void notify_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct relay_smtp *c = arg;
+    (void)fd;
+    (void)what;
+    c->in_cb = true;
+    if (c->job != NULL && c->job_finished) {
+        const struct relay_smtp_job *job = c->job;
+        struct relay_smtp_result *res = c->res;
+        struct relay_smtp_report rep = {
+            .results = res, .nrcpts = job->nrcpts, .peer = c->peer, .tls = c->ssl != NULL || c->tls_info != NULL,
+            .tls_info = c->tls_info, .tls_fallback = c->tls_fallback, .dsn = c->dsn, .reused = c->ntx > 1,
+        };
+        relay_smtp_done_cb cb = c->done_cb;
+        c->job = NULL;
+        c->res = NULL;
+        free(c->rs);
+        c->rs = NULL;
+        c->job_finished = false;
+        cb(c, &rep, c->done_arg);   /* may send the next job, or free c */
+        for (size_t i = 0; i < rep.nrcpts; i++)
+            free((char *)res[i].text);
+        free(res);
+    }
+    if (!c->freed && c->closed_pending && c->job == NULL) {
+        c->closed_pending = false;
+        if (c->closed_cb != NULL)
+            c->closed_cb(c, c->closed_arg);
+    }
+    c->in_cb = false;
+    if (c->freed)
+        destroy(c);
+}
+
+struct relay_smtp *relay_smtp_new(struct event_base *base, const struct relay_smtp_conf *conf,
+                                  const struct netaddr *addrs, size_t naddrs, relay_smtp_closed_cb closed, void *arg)
+{
+    struct relay_smtp *c = xcalloc(1, sizeof *c);
+    c->base = base;
+    c->helo_name = xstrdup(conf->helo_name != NULL ? conf->helo_name : "localhost");
+    c->mx_host = xstrdup(conf->mx_host != NULL ? conf->mx_host : "");
+    c->policy = conf->tls == TLS_POLICY_MAY && conf->tls_ctx == NULL ? TLS_POLICY_NONE : conf->tls;
+    c->tls_ctx = conf->tls_ctx;
+    c->to = conf->timeouts;
+    c->idle_ms = conf->idle_ms;
+    c->logctx = conf->logctx;
+    c->addrs = xcalloc(naddrs ? naddrs : 1, sizeof *c->addrs);
+    memcpy(c->addrs, addrs, naddrs * sizeof *addrs);
+    c->naddrs = naddrs;
+    c->closed_cb = closed;
+    c->closed_arg = arg;
+    c->timer = evtimer_new(base, timer_cb, c);
+    c->notify = event_new(base, -1, 0, notify_cb, c);
+    if (c->timer == NULL || c->notify == NULL)
+        log_panic("event_new failed");
+    return c;
+}
+
+bool relay_smtp_send(struct relay_smtp *c, const struct relay_smtp_job *job, relay_smtp_done_cb done, void *arg)
+{
+    if (c->freed || c->job != NULL || job->nrcpts == 0 || c->state == CS_CLOSED || c->state == CS_QUIT
+        || (c->state == CS_NEW && c->naddrs == 0))
+        return false;
+    c->job = job;
+    c->done_cb = done;
+    c->done_arg = arg;
+    c->res = xcalloc(job->nrcpts, sizeof *c->res);
+    c->rs = xcalloc(job->nrcpts, sizeof *c->rs);
+    c->job_waiting = true;
+    c->job_finished = false;
+    if (c->state == CS_NEW)
+        connect_next(c);
+    else if (c->state == CS_READY)
+        tx_start(c);
+    /* CS_RSET: the transaction starts with the RSET reply */
+    return true;
+}
+
+bool relay_smtp_ready(const struct relay_smtp *c)
+{
+    return !c->freed && c->job == NULL && (c->state == CS_NEW || c->state == CS_READY || c->state == CS_RSET);
+}
+
+bool relay_smtp_quit(struct relay_smtp *c)
+{
+    if (c->freed || c->job != NULL || c->state == CS_CLOSED || c->state == CS_QUIT)
+        return false;
+    if (c->state == CS_READY)
+        start_quit(c);
+    else if (c->state == CS_RSET)
+        c->quit_wanted = true;
+    else
+        conn_drop(c);
+    return true;
+}
+
+void relay_smtp_free(struct relay_smtp *c)
+{
+    if (c == NULL)
+        return;
+    if (c->in_cb) {     /* notify_cb releases it when the callback returns */
+        close_socket(c);
+        c->state = CS_CLOSED;
+        c->freed = true;
+        return;
+    }
+    destroy(c);
+}
+
+unsigned relay_smtp_transactions(const struct relay_smtp *c)
+{
+    return c->ntx;
+}

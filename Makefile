@@ -7,7 +7,7 @@
 #   make unit | make integration   one half of the suite
 #   make docs         regenerate docs/configuration.md and conf/mxgate.conf from the settings table
 
-PKGS     := libevent libevent_openssl libevent_pthreads hiredis openssl libcrypt libcares
+PKGS     := libevent libevent_openssl libevent_pthreads hiredis openssl libcrypt libcares jansson
 CC       ?= cc
 OPT      ?= -O2
 CFLAGS   := -std=c11 -Wall -Wextra -Werror -g $(OPT) -D_GNU_SOURCE -MMD -MP \

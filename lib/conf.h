@@ -76,7 +76,28 @@ struct conf {
     long long edge_error_sleep;         /* edge.error_sleep (ms): delay per reply past the soft limit */
     long long edge_greet_pause;         /* edge.greet_pause (ms): wait before the 220; early talkers get 554 */
     int edge_bare_newline;              /* edge.bare_newline: enum bare_newline_policy */
+
+    /* relay */
+    char *relay_helo_name;              /* relay.helo_name: EHLO name; "" = edge.hostname */
+    char *relay_smarthost;              /* relay.smarthost: host[:port] for all remote mail; "" = MX */
+    long long relay_mx_port;            /* relay.mx_port: port of MX hosts (25) */
+    int relay_tls;                      /* relay.tls: enum relay_tls_policy */
+    char *relay_retry_schedule;         /* relay.retry_schedule: James delayTime syntax */
+    long long relay_retry_jitter;       /* relay.retry_jitter: percent */
+    long long relay_max_age;            /* relay.max_age (ms) */
+    long long relay_max_attempts;       /* relay.max_attempts: 0 = only max_age limits */
+    long long relay_max_inflight;       /* relay.max_inflight: recipients in delivery per node */
+    long long relay_lease;              /* relay.lease (ms) */
+    long long relay_poll;               /* relay.poll (ms): claim interval when idle */
+    char *relay_failed_repository;      /* relay.failed_repository: "" = none */
+    long long relay_connect_timeout;    /* relay.connect_timeout (ms) */
+    long long relay_command_timeout;    /* relay.command_timeout (ms): greeting, EHLO, MAIL, RCPT */
+    long long relay_data_timeout;       /* relay.data_timeout (ms): DATA and each data block */
+    long long relay_final_timeout;      /* relay.final_timeout (ms): reply to the final dot */
+    long long dns_timeout;              /* dns.timeout (ms) */
 };
+
+enum relay_tls_policy { RELAY_TLS_NONE, RELAY_TLS_MAY, RELAY_TLS_ENCRYPT, RELAY_TLS_VERIFY };
 
 extern struct conf conf;
 

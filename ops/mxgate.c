@@ -17,6 +17,7 @@
 #include "log.h"
 #include "mem.h"
 #include "ops.h"
+#include "relay.h"
 
 #define MXGATE_VERSION "0.1.0"
 #define DEFAULT_CONF "/etc/mxgate/mxgate.conf"
@@ -28,6 +29,7 @@ static void usage(FILE *out)
           "commands:\n"
           "  run                   the appliance: a private Redis (unless redis.url is set) and every role\n"
           "  edge                  the SMTP front only (needs redis.url)\n"
+          "  relay                 the scheduler and outbound delivery only (needs redis.url)\n"
           "  config check [FILE]   check a configuration file; every error with file and line\n"
           "  config show           print every setting's value after the file and -o overrides\n"
           "  config reference      print the settings reference (docs/configuration.md)\n"
@@ -153,15 +155,16 @@ int main(int argc, char **argv)
         rc = 0;
     } else if (strcmp(cmd, "config") == 0) {
         rc = cmd_config(&a, argc - i, argv + i);
-    } else if (strcmp(cmd, "edge") == 0 || strcmp(cmd, "run") == 0) {
+    } else if (strcmp(cmd, "edge") == 0 || strcmp(cmd, "relay") == 0 || strcmp(cmd, "run") == 0) {
         if (i < argc) {
             rc = bad_usage("unexpected argument '%s'", argv[i]);
         } else {
-            log_init(cmd[0] == 'e' ? "edge" : "run", LOG_INFO, 2);
+            log_init(cmd, LOG_INFO, 2);
             if (!load(&a, a.conf_file)) {
                 rc = 1;
             } else {
-                rc = cmd[0] == 'e' ? edge_main() : ops_run(&a);
+                rc = strcmp(cmd, "edge") == 0 ? edge_main()
+                     : strcmp(cmd, "relay") == 0 ? relay_main() : ops_run(&a);
                 conf_free();
             }
         }

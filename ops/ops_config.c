@@ -17,6 +17,7 @@
 #include "edge.h"
 #include "netaddr.h"
 #include "redis.h"
+#include "relay_retry.h"
 #include "tls.h"
 
 /* Runs one check; on failure prefixes each of its message lines with "FILE: key: ". */
@@ -69,6 +70,21 @@ bool ops_config_validate(const char *file, struct buf *errs)
         if (good)
             redis_target_clear(&t);
         ok &= report(errs, file, "redis.url", good, &msg);
+    }
+    char rerr[256];
+    struct retry_schedule *rs = retry_schedule_parse(conf.relay_retry_schedule, rerr, sizeof rerr);
+    if (rs == NULL)
+        buf_puts(&msg, rerr);
+    ok &= report(errs, file, "relay.retry_schedule", rs != NULL, &msg);
+    retry_schedule_free(rs);
+    if (conf.relay_smarthost[0] != '\0') {
+        char *host = NULL;
+        int port = 0;
+        bool good = netaddr_split(conf.relay_smarthost, &host, &port, 25) && host[0] != '\0';
+        free(host);
+        if (!good)
+            buf_printf(&msg, "'%s' is not host[:port]", conf.relay_smarthost);
+        ok &= report(errs, file, "relay.smarthost", good, &msg);
     }
     if (conf.local_recipients[0] != '\0') {
         struct edge_rcptdb *db = edge_rcptdb_load(conf.local_recipients, &msg);

@@ -328,6 +328,10 @@ static void print_summary(const struct supervisor *sup)
         printf("  queue             private Redis, unix:%s (appendfsync always)\n", sup->redis_sock);
     else
         printf("  queue             %s\n", conf.redis_url);
+    if (conf.relay_smarthost[0] != '\0')
+        printf("  relay             remote mail via %s\n", conf.relay_smarthost);
+    else
+        printf("  relay             remote mail by MX lookup, port %lld\n", conf.relay_mx_port);
     printf("  local domains     ");
     for (size_t i = 0; i < conf.local_domains.n; i++)
         printf("%s%s", i ? ", " : "", conf.local_domains.v[i]);
@@ -404,7 +408,7 @@ int ops_run(const struct ops_args *a)
         buf_release(&url);
     }
 
-    static const char *const role_names[] = { "edge" };
+    static const char *const role_names[] = { "edge", "relay" };
     sup.nroles = sizeof role_names / sizeof role_names[0];
     sup.roles = xcalloc(sup.nroles, sizeof *sup.roles);
     char self[PATH_MAX];

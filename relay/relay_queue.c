@@ -19,28 +19,42 @@
 /* How long the per-message event log stays after its message is gone (seconds). */
 #define LOG_RETENTION_S (7 * 86400)
 
+/* KEYS: 1 due, 2 lease, 3 lease owner. ARGV: 1 lease ms, 2 max, 3 token. */
 static const char claim_lua[] =
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
     "local m = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))\n"
-    "local token = now + tonumber(ARGV[1])\n"
+    "local expiry = now + tonumber(ARGV[1])\n"
     "for _, id in ipairs(m) do\n"
     "  redis.call('ZREM', KEYS[1], id)\n"
-    "  redis.call('ZADD', KEYS[2], token, id)\n"
+    "  redis.call('ZADD', KEYS[2], expiry, id)\n"
+    "  redis.call('HSET', KEYS[3], id, ARGV[3])\n"
     "end\n"
-    "table.insert(m, 1, tostring(token))\n"
     "return m\n";
+
+/* KEYS: 1 lease, 2 lease owner. ARGV: 1 lease ms, then member, token pairs. */
+static const char renew_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "local n = 0\n"
+    "for i = 2, #ARGV, 2 do\n"
+    "  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[i + 1] then\n"
+    "    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
 
 /*
  * KEYS: 1 lease set, 2 target due set, 3 P:rcpt:{ID}, 4 P:msg:{ID}, 5 P:body:{ID}, 6 P:log:{ID},
- *       7 the repository set (or a dummy)
+ *       7 the repository set (or a dummy), 8 lease owner
  * ARGV: 1 member, 2 index, 3 token, 4 outcome, 5 due ms, 6 last (JSON), 7 stage, 8 log
  *       retention s, 9 repository name or "", 10 message id
  */
 static const char outcome_lua[] =
-    "local score = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
-    "if (not score) or tonumber(score) ~= tonumber(ARGV[3]) then return 'stale' end\n"
+    "if redis.call('HGET', KEYS[8], ARGV[1]) ~= ARGV[3] then return 'stale' end\n"
     "redis.call('ZREM', KEYS[1], ARGV[1])\n"
+    "redis.call('HDEL', KEYS[8], ARGV[1])\n"
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
     "local raw = redis.call('HGET', KEYS[3], ARGV[2])\n"
@@ -79,22 +93,25 @@ static const char outcome_lua[] =
     "redis.call('EXPIRE', KEYS[6], ARGV[8])\n"
     "return 'removed'\n";
 
+/* KEYS: 1 lease, 2 due, 3 lease owner. */
 static const char expire_lua[] =
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
     "local m = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, 1000)\n"
     "for _, id in ipairs(m) do\n"
     "  redis.call('ZREM', KEYS[1], id)\n"
+    "  redis.call('HDEL', KEYS[3], id)\n"
     "  redis.call('ZADD', KEYS[2], now, id)\n"
     "end\n"
     "return #m\n";
 
-void relay_stage_key(struct buf *b, const char *prefix, const char *stage, bool lease)
+void relay_stage_key(struct buf *b, const char *prefix, const char *stage, enum relay_stage_key which)
 {
+    static const char *const names[] = { "due", "lease", "lease:owner" };
     if (strcmp(stage, RELAY_STAGE_MAIN) == 0)
-        buf_printf(b, "%s:%s", prefix, lease ? "lease" : "due");
+        buf_printf(b, "%s:%s", prefix, names[which]);
     else
-        buf_printf(b, "%s:%s:%s", prefix, stage, lease ? "lease" : "due");
+        buf_printf(b, "%s:%s:%s", prefix, stage, names[which]);
 }
 
 /* ---- claim ---- */
@@ -102,24 +119,24 @@ void relay_stage_key(struct buf *b, const char *prefix, const char *stage, bool 
 struct claim_call {
     relay_claim_fn *cb;
     void *arg;
+    char token[RELAY_TOKEN_LEN];
 };
 
 static void claim_reply(redisReply *reply, const char *err, void *arg)
 {
     struct claim_call *call = arg;
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         call->cb(NULL, 0, err ? err : reply && reply->type == REDIS_REPLY_ERROR ? reply->str
                                                                                : "bad claim reply",
                  call->arg);
         free(call);
         return;
     }
-    long long token = strtoll(reply->element[0]->str, NULL, 10);
-    size_t n = reply->elements - 1;
+    size_t n = reply->elements;
     struct relay_claim *claims = xcalloc(n ? n : 1, sizeof *claims);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *m = reply->element[i + 1]->str;
+        const char *m = reply->element[i]->str;
         const char *slash = m != NULL ? strrchr(m, '/') : NULL;
         if (slash == NULL || slash == m || slash[1] == '\0') {
             log_msg(LOG_ERR, "queue-corrupt", NULL, "claimed member '%s' is not ID/index", m ? m : "");
@@ -128,7 +145,7 @@ static void claim_reply(redisReply *reply, const char *err, void *arg)
         claims[k].member = xstrdup(m);
         claims[k].id = xstrndup(m, (size_t)(slash - m));
         claims[k].index = (unsigned)strtoul(slash + 1, NULL, 10);
-        claims[k].token = token;
+        snprintf(claims[k].token, sizeof claims[k].token, "%s", call->token);
         k++;
     }
     call->cb(claims, k, NULL, call->arg);
@@ -141,23 +158,26 @@ static void claim_reply(redisReply *reply, const char *err, void *arg)
 }
 
 bool relay_queue_claim(struct redis *r, const char *prefix, const char *stage, long long lease_ms,
-                       unsigned max, relay_claim_fn *cb, void *arg)
+                       unsigned max, const char *token, relay_claim_fn *cb, void *arg)
 {
-    struct buf due = BUF_INIT, lease = BUF_INIT;
-    relay_stage_key(&due, prefix, stage, false);
-    relay_stage_key(&lease, prefix, stage, true);
+    struct buf due = BUF_INIT, lease = BUF_INIT, owner = BUF_INIT;
+    relay_stage_key(&due, prefix, stage, STAGE_DUE);
+    relay_stage_key(&lease, prefix, stage, STAGE_LEASE);
+    relay_stage_key(&owner, prefix, stage, STAGE_OWNER);
     char lease_s[32], max_s[16];
     snprintf(lease_s, sizeof lease_s, "%lld", lease_ms);
     snprintf(max_s, sizeof max_s, "%u", max);
-    const char *argv[] = { "EVAL", claim_lua, "2", due.data, lease.data, lease_s, max_s };
+    const char *argv[] = { "EVAL", claim_lua, "3", due.data, lease.data, owner.data, lease_s, max_s, token };
     struct claim_call *call = xcalloc(1, sizeof *call);
     call->cb = cb;
     call->arg = arg;
-    bool sent = redis_command(r, claim_reply, call, 7, argv, NULL);
+    snprintf(call->token, sizeof call->token, "%s", token);
+    bool sent = redis_command(r, claim_reply, call, 9, argv, NULL);
     if (!sent)
         free(call);
     buf_release(&due);
     buf_release(&lease);
+    buf_release(&owner);
     return sent;
 }
 
@@ -192,10 +212,11 @@ bool relay_queue_outcome(struct redis *r, const char *prefix, const struct relay
                          const struct relay_result *res, relay_outcome_fn *cb, void *arg)
 {
     struct buf lease = BUF_INIT, target = BUF_INIT, rcpt = BUF_INIT, msg = BUF_INIT, body = BUF_INIT,
-               logk = BUF_INIT, repo = BUF_INIT, last = BUF_INIT;
-    relay_stage_key(&lease, prefix, RELAY_STAGE_MAIN, true);
+               logk = BUF_INIT, repo = BUF_INIT, last = BUF_INIT, owner = BUF_INIT;
+    relay_stage_key(&lease, prefix, RELAY_STAGE_MAIN, STAGE_LEASE);
+    relay_stage_key(&owner, prefix, RELAY_STAGE_MAIN, STAGE_OWNER);
     relay_stage_key(&target, prefix, res->outcome == OUTCOME_ROUTED ? res->stage : RELAY_STAGE_MAIN,
-                    false);
+                    STAGE_DUE);
     queue_key(&rcpt, prefix, "rcpt", c->id);
     queue_key(&msg, prefix, "msg", c->id);
     queue_key(&body, prefix, "body", c->id);
@@ -220,14 +241,13 @@ bool relay_queue_outcome(struct redis *r, const char *prefix, const struct relay
     }
     buf_putc(&last, '}');
 
-    char index_s[16], token_s[32], due_s[32], retention_s[16];
+    char index_s[16], due_s[32], retention_s[16];
     snprintf(index_s, sizeof index_s, "%u", c->index);
-    snprintf(token_s, sizeof token_s, "%lld", c->token);
     snprintf(due_s, sizeof due_s, "%lld", res->due_ms);
     snprintf(retention_s, sizeof retention_s, "%d", LOG_RETENTION_S);
     const char *argv[] = {
-        "EVAL", outcome_lua, "7", lease.data, target.data, rcpt.data, msg.data, body.data, logk.data,
-        repo.data, c->member, index_s, token_s, outcome_name(res->outcome), due_s, last.data,
+        "EVAL", outcome_lua, "8", lease.data, target.data, rcpt.data, msg.data, body.data, logk.data,
+        repo.data, owner.data, c->member, index_s, c->token, outcome_name(res->outcome), due_s, last.data,
         res->stage ? res->stage : "", retention_s, res->repo ? res->repo : "", c->id,
     };
     struct outcome_call *call = xcalloc(1, sizeof *call);
@@ -236,7 +256,7 @@ bool relay_queue_outcome(struct redis *r, const char *prefix, const struct relay
     bool sent = redis_command(r, outcome_reply, call, (int)(sizeof argv / sizeof argv[0]), argv, NULL);
     if (!sent)
         free(call);
-    struct buf *bufs[] = { &lease, &target, &rcpt, &msg, &body, &logk, &repo, &last };
+    struct buf *bufs[] = { &lease, &target, &rcpt, &msg, &body, &logk, &repo, &last, &owner };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         buf_release(bufs[i]);
     return sent;
@@ -263,17 +283,51 @@ static void count_reply(redisReply *reply, const char *err, void *arg)
 bool relay_queue_expire_leases(struct redis *r, const char *prefix, const char *stage,
                                relay_count_fn *cb, void *arg)
 {
-    struct buf due = BUF_INIT, lease = BUF_INIT;
-    relay_stage_key(&due, prefix, stage, false);
-    relay_stage_key(&lease, prefix, stage, true);
-    const char *argv[] = { "EVAL", expire_lua, "2", lease.data, due.data };
+    struct buf due = BUF_INIT, lease = BUF_INIT, owner = BUF_INIT;
+    relay_stage_key(&due, prefix, stage, STAGE_DUE);
+    relay_stage_key(&lease, prefix, stage, STAGE_LEASE);
+    relay_stage_key(&owner, prefix, stage, STAGE_OWNER);
+    const char *argv[] = { "EVAL", expire_lua, "3", lease.data, due.data, owner.data };
     struct count_call *call = xcalloc(1, sizeof *call);
     call->cb = cb;
     call->arg = arg;
-    bool sent = redis_command(r, count_reply, call, 5, argv, NULL);
+    bool sent = redis_command(r, count_reply, call, 6, argv, NULL);
     if (!sent)
         free(call);
     buf_release(&due);
     buf_release(&lease);
+    buf_release(&owner);
+    return sent;
+}
+
+bool relay_queue_renew(struct redis *r, const char *prefix, const char *stage, long long lease_ms,
+                       const struct relay_claim *const *claims, size_t n, relay_count_fn *cb, void *arg)
+{
+    struct buf lease = BUF_INIT, owner = BUF_INIT;
+    relay_stage_key(&lease, prefix, stage, STAGE_LEASE);
+    relay_stage_key(&owner, prefix, stage, STAGE_OWNER);
+    char lease_s[32];
+    snprintf(lease_s, sizeof lease_s, "%lld", lease_ms);
+    size_t argc = 6 + 2 * n;
+    const char **argv = xcalloc(argc, sizeof *argv);
+    argv[0] = "EVAL";
+    argv[1] = renew_lua;
+    argv[2] = "2";
+    argv[3] = lease.data;
+    argv[4] = owner.data;
+    argv[5] = lease_s;
+    for (size_t i = 0; i < n; i++) {
+        argv[6 + 2 * i] = claims[i]->member;
+        argv[7 + 2 * i] = claims[i]->token;
+    }
+    struct count_call *call = xcalloc(1, sizeof *call);
+    call->cb = cb;
+    call->arg = arg;
+    bool sent = redis_command(r, count_reply, call, (int)argc, argv, NULL);
+    if (!sent)
+        free(call);
+    free(argv);
+    buf_release(&lease);
+    buf_release(&owner);
     return sent;
 }

@@ -20,12 +20,16 @@ struct redis;
 /* The stage the edge enqueues into: the relay routes from it. */
 #define RELAY_STAGE_MAIN "main"
 
-/* A claimed recipient: "ID/index" and the lease token that proves the claim is still ours. */
+/* Room for a claim token: the claiming process's random id and its claim number. */
+#define RELAY_TOKEN_LEN 40
+
+/* A claimed recipient: "ID/index" and the token that proves the claim is still ours. */
 struct relay_claim {
     char *member;           /* "ID/index" */
     char *id;               /* ID */
     unsigned index;
-    long long token;        /* the lease expiry written at claim time */
+    char token[RELAY_TOKEN_LEN]; /* written to P:lease:owner at claim time; the lease's score is
+                                  * only its expiry, which renewals move */
 };
 
 /* claims[n] are owned by the callee and freed after the callback; err set when reply failed. */
@@ -33,10 +37,21 @@ typedef void relay_claim_fn(struct relay_claim *claims, size_t n, const char *er
 
 /*
  * Moves up to max members whose due time has come from the due set of `stage` (RELAY_STAGE_MAIN
- * for the relay's routing, "local" for the mailbox bridge) into its lease set, for lease_ms.
+ * for the relay's routing, "local" for the mailbox bridge) into its lease set, for lease_ms,
+ * owned by token (unique per claim: a process's random id and a counter).
  */
 bool relay_queue_claim(struct redis *r, const char *prefix, const char *stage, long long lease_ms,
-                       unsigned max, relay_claim_fn *cb, void *arg) __attribute__((warn_unused_result));
+                       unsigned max, const char *token, relay_claim_fn *cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/*
+ * Extends to now + lease_ms the leases of claims[0..n) that are still owned by their tokens;
+ * cb gets how many were (fewer: some lease expired and was taken over).
+ */
+typedef void relay_count_fn(long long n, const char *err, void *arg);
+bool relay_queue_renew(struct redis *r, const char *prefix, const char *stage, long long lease_ms,
+                       const struct relay_claim *const *claims, size_t n, relay_count_fn *cb,
+                       void *arg) __attribute__((warn_unused_result));
 
 /* What happened to one recipient. */
 enum relay_outcome {
@@ -70,11 +85,14 @@ bool relay_queue_outcome(struct redis *r, const char *prefix, const struct relay
     __attribute__((warn_unused_result));
 
 /* Returns members whose lease has expired in `stage` to its due set; cb gets how many (or -1). */
-typedef void relay_count_fn(long long n, const char *err, void *arg);
 bool relay_queue_expire_leases(struct redis *r, const char *prefix, const char *stage,
                                relay_count_fn *cb, void *arg) __attribute__((warn_unused_result));
 
-/* Key of a stage's due or lease set: "P:due" / "P:lease" for the main stage, "P:S:due" / "P:S:lease" for S. */
-void relay_stage_key(struct buf *b, const char *prefix, const char *stage, bool lease);
+enum relay_stage_key { STAGE_DUE, STAGE_LEASE, STAGE_OWNER };
+/*
+ * Keys of a stage: "P:due", "P:lease", "P:lease:owner" for the main stage; "P:S:due",
+ * "P:S:lease", "P:S:lease:owner" for stage S.
+ */
+void relay_stage_key(struct buf *b, const char *prefix, const char *stage, enum relay_stage_key which);
 
 #endif

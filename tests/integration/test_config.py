@@ -146,3 +146,12 @@ def test_edge_port_in_use_fails_clearly(tmp_path, redis_server):
         assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
     finally:
         s.close()
+
+
+def test_check_relay_settings(tmp_path):
+    f = tmp_path / "relay.conf"
+    f.write_text("relay.retry_schedule = 5*1m, 3*1x\nrelay.smarthost = [::1\n")
+    r = run("config", "check", str(f))
+    assert r.returncode == 1
+    assert f'{f}: relay.retry_schedule: step 2 "3*1x": unknown unit "x"' in r.stderr
+    assert f"{f}: relay.smarthost: '[::1' is not host[:port]" in r.stderr

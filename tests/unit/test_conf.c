@@ -138,6 +138,23 @@ static void test_defaults(void **state)
     assert_int_equal(conf.edge_error_sleep, 1000);
     assert_int_equal(conf.edge_greet_pause, 0);
     assert_int_equal(conf.edge_bare_newline, BARE_NEWLINE_NORMALIZE);
+    assert_string_equal(conf.relay_helo_name, "");
+    assert_string_equal(conf.relay_smarthost, "");
+    assert_int_equal(conf.relay_mx_port, 25);
+    assert_int_equal(conf.relay_tls, RELAY_TLS_MAY);
+    assert_string_equal(conf.relay_retry_schedule, "5*1m, 5*10m, 6*1h, 4h");
+    assert_int_equal(conf.relay_retry_jitter, 20);
+    assert_int_equal(conf.relay_max_age, 5LL * 86400 * 1000);
+    assert_int_equal(conf.relay_max_attempts, 0);
+    assert_int_equal(conf.relay_max_inflight, 500);
+    assert_int_equal(conf.relay_lease, 30LL * 60 * 1000);
+    assert_int_equal(conf.relay_poll, 500);
+    assert_string_equal(conf.relay_failed_repository, "remote-delivery/permanent");
+    assert_int_equal(conf.relay_connect_timeout, 30000);
+    assert_int_equal(conf.relay_command_timeout, 300000);
+    assert_int_equal(conf.relay_data_timeout, 180000);
+    assert_int_equal(conf.relay_final_timeout, 600000);
+    assert_int_equal(conf.dns_timeout, 5000);
 }
 
 /* Every default parses, lies within its row's bounds, and is already in canonical form. */
@@ -147,7 +164,7 @@ static void test_rows(void **state)
     struct buf errs = BUF_INIT;
     assert_true(conf_load(NULL, NULL, 0, &errs));
     buf_release(&errs);
-    assert_int_equal(conf_nrows, 37);
+    assert_int_equal(conf_nrows, 54);
     for (size_t i = 0; i < conf_nrows; i++) {
         const struct conf_row *r = &conf_rows[i];
         assert_ptr_equal(conf_find(r->name), r);

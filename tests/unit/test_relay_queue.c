@@ -135,8 +135,11 @@ static bool claim_called(void *arg)
 
 static void claim(const char *stage, long long lease_ms, unsigned max, struct claimed *got)
 {
+    static unsigned seq;
+    char token[RELAY_TOKEN_LEN];
+    snprintf(token, sizeof token, "test-%u", ++seq);
     memset(got, 0, sizeof *got);
-    assert_true(relay_queue_claim(rq, "mxg", stage, lease_ms, max, on_claim, got));
+    assert_true(relay_queue_claim(rq, "mxg", stage, lease_ms, max, token, on_claim, got));
     assert_true(trs_run_until(base, claim_called, got, 3000));
 }
 
@@ -177,6 +180,16 @@ static long long zscore(const char *key, const char *member)
     return v;
 }
 
+/* The token that owns member's lease in the owner hash, or "" when none does. */
+static const char *owner(const char *key, const char *member)
+{
+    static char text[RELAY_TOKEN_LEN];
+    redisReply *r = sync_cmd("HGET %s %s", key, member);
+    snprintf(text, sizeof text, "%s", r->type == REDIS_REPLY_STRING ? r->str : "");
+    freeReplyObject(r);
+    return text;
+}
+
 static long long integer(const char *fmt, const char *arg)
 {
     redisReply *r = sync_cmd(fmt, arg);
@@ -211,7 +224,8 @@ static void test_claim_moves_due_to_lease(void **state)
     for (size_t i = 0; i < 3; i++) {
         assert_string_equal(got.c[i].id, "ID1");
         assert_int_equal(got.c[i].index, i);
-        assert_int_equal(zscore("mxg:lease", got.c[i].member), got.c[i].token);
+        assert_true(zscore("mxg:lease", got.c[i].member) > 0);
+        assert_string_equal(owner("mxg:lease:owner", got.c[i].member), got.c[i].token);
     }
     assert_int_equal(integer("ZCARD %s", "mxg:due"), 0);
     /* Nothing is due any more: a second claim (another node) gets nothing. */
@@ -255,6 +269,7 @@ static void test_outcomes_and_removal(void **state)
     assert_non_null(strstr(j, "\"code\":250"));
     assert_null(strstr(j, "\"due\""));
     assert_int_equal(zscore("mxg:lease", "ID3/0"), -1);
+    assert_string_equal(owner("mxg:lease:owner", "ID3/0"), "");
 
     struct relay_result deferred = { .outcome = OUTCOME_DEFERRED, .due_ms = 5000000000000LL,
                                      .code = 451, .status = "4.3.0", .text = "try later" };
@@ -266,9 +281,9 @@ static void test_outcomes_and_removal(void **state)
 
     /* A stale claim (token no longer ours) writes nothing. */
     struct relay_claim stale = got.c[2];
-    stale.token += 1;
+    snprintf(stale.token, sizeof stale.token, "someone-else");
     assert_string_equal(record(&stale, &delivered), "stale");
-    assert_int_equal(zscore("mxg:lease", "ID3/2"), got.c[2].token);
+    assert_string_equal(owner("mxg:lease:owner", "ID3/2"), got.c[2].token);
 
     struct relay_result failed = { .outcome = OUTCOME_FAILED, .code = 550, .status = "5.1.1",
                                    .text = "no such user" };
@@ -338,6 +353,7 @@ static void test_lease_expiry_returns_work(void **state)
     assert_true(trs_run_until(base, count_called, &c, 3000));
     assert_int_equal(c.n, 2);
     assert_int_equal(integer("ZCARD %s", "mxg:lease"), 0);
+    assert_int_equal(integer("HLEN %s", "mxg:lease:owner"), 0);
     assert_int_equal(integer("ZCARD %s", "mxg:due"), 2);
     /* The old holder's late outcome is stale once another node claimed the work. */
     struct claimed again;
@@ -345,6 +361,27 @@ static void test_lease_expiry_returns_work(void **state)
     assert_int_equal(again.n, 2);
     struct relay_result delivered = { .outcome = OUTCOME_DELIVERED, .code = 250 };
     assert_string_equal(record(&got.c[0], &delivered), "stale");
+}
+
+static void test_renewal_extends_only_owned_leases(void **state)
+{
+    (void)state;
+    flushall();
+    const char *to[] = { "b@x.test", "c@x.test" };
+    enqueue("ID9", to, 2);
+    struct claimed got;
+    claim(RELAY_STAGE_MAIN, 1000, 10, &got);
+    assert_int_equal(got.n, 2);
+    long long before = zscore("mxg:lease", "ID9/0");
+    struct relay_claim other = got.c[1];
+    snprintf(other.token, sizeof other.token, "not-the-owner");
+    const struct relay_claim *batch[] = { &got.c[0], &other };
+    struct count c = { false, -2 };
+    assert_true(relay_queue_renew(rq, "mxg", RELAY_STAGE_MAIN, 600000, batch, 2, on_count, &c));
+    assert_true(trs_run_until(base, count_called, &c, 3000));
+    assert_int_equal(c.n, 1);
+    assert_true(zscore("mxg:lease", "ID9/0") >= before + 500000);
+    assert_true(zscore("mxg:lease", "ID9/1") < before + 1000);
 }
 
 static void test_route_to_local_stage(void **state)
@@ -362,7 +399,7 @@ static void test_route_to_local_stage(void **state)
     struct claimed local;
     claim("local", 60000, 10, &local);
     assert_int_equal(local.n, 1);
-    assert_int_equal(zscore("mxg:local:lease", "ID6/0"), local.c[0].token);
+    assert_string_equal(owner("mxg:local:lease:owner", "ID6/0"), local.c[0].token);
 }
 
 static void test_failed_into_repository_keeps_message(void **state)
@@ -407,6 +444,7 @@ int main(void)
         cmocka_unit_test(test_outcomes_and_removal),
         cmocka_unit_test(test_throttle_does_not_count_attempt),
         cmocka_unit_test(test_lease_expiry_returns_work),
+        cmocka_unit_test(test_renewal_extends_only_owned_leases),
         cmocka_unit_test(test_route_to_local_stage),
         cmocka_unit_test(test_failed_into_repository_keeps_message),
         cmocka_unit_test(test_utf8_survives_lua_json),

@@ -1,0 +1,92 @@
+/*
+ * relay.h - the relay role (private to relay/): the scheduler that works the Redis queue.
+ *
+ * A relay process claims due recipients (relay_queue.c), fetches what their messages need,
+ * routes each recipient (local domains to the mailbox bridge's stage, others to outbound SMTP),
+ * and records every outcome with a real due time. Files: relay_main.c (role entry), relay_sched.c
+ * (claim, fetch, route, record), relay_deliver.c (MX lookup and the outbound transaction),
+ * relay_retry.c (schedules), relay_dsn.c (bounces), relay_smtp.c (the SMTP client).
+ */
+#ifndef MXG_RELAY_H
+#define MXG_RELAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "relay_queue.h"
+#include "relay_retry.h"
+
+struct event_base;
+struct event;
+struct redis;
+struct dns;
+struct relay_dest;
+typedef struct ssl_ctx_st SSL_CTX;
+
+struct relay {
+    struct event_base *base;
+    struct redis *redis;
+    struct dns *dns;
+    struct retry_schedule *schedule; /* relay.retry_schedule */
+    struct retry_policy retry;      /* schedule, jitter, maximum age and attempts */
+    char hostname[256];             /* EHLO name, Reporting-MTA */
+    struct event *tick;             /* claims due work */
+    struct event *lease_timer;      /* returns expired leases */
+    struct event *renew_timer;      /* extends the leases of work in hand */
+    char node[17];                  /* random id of this process, in claim tokens */
+    unsigned long long claims;      /* claims made, in claim tokens */
+    struct relay_msg *msgs;         /* messages with recipients in hand (doubly linked) */
+    unsigned inflight;              /* recipients claimed and not yet recorded */
+    bool claiming;                  /* a claim is on its way */
+    bool stopping;                  /* no more claims; exit when inflight reaches 0 */
+    unsigned long long delivered, deferred, failed;     /* counters, for logs */
+    SSL_CTX *tls_ctx;               /* outbound STARTTLS */
+    struct relay_dest *dests;       /* destination hosts with their connections (relay_deliver.c) */
+};
+
+/* One claimed recipient, with what its record says. */
+struct relay_rcpt {
+    struct relay_msg *msg;          /* its message */
+    struct relay_claim claim;       /* member, id, index, token (owned) */
+    char *to;                       /* mailbox */
+    char *domain;                   /* points into to */
+    char *orcpt;                    /* DSN ORCPT or NULL */
+    unsigned notify;                /* DSN NOTIFY flags */
+    unsigned attempts;              /* attempts so far */
+    struct relay_result result;     /* filled by the delivery */
+    char *result_text;              /* owned storage for result.text */
+    char *result_mx;                /* owned storage for result.mx */
+    char result_status[16];         /* owned storage for result.status */
+};
+
+/* A message some of whose recipients are being worked on. Freed when the last is recorded. */
+struct relay_msg {
+    struct relay *rl;
+    struct relay_msg *prev, *next;  /* in rl->msgs */
+    char *id;
+    char *sender;                   /* "" for the null sender */
+    char *envid, *ret;              /* DSN, or NULL */
+    bool smtputf8, eightbit;
+    long long received_ms;
+    char *body;                     /* the message, CR LF */
+    size_t body_len;
+    struct relay_rcpt *rcpts;
+    size_t nrcpts;
+    unsigned pending;               /* recipients not yet recorded */
+};
+
+/* relay_sched.c */
+bool relay_start(struct relay *rl) __attribute__((warn_unused_result));
+void relay_stop(struct relay *rl);
+/* A delivery finished: every rcpt's result is set; decide and record each outcome. */
+void relay_delivered(struct relay *rl, struct relay_rcpt **rcpts, size_t n);
+
+/* relay_deliver.c: delivers rcpts (all of one message and one domain); calls relay_delivered. */
+void relay_deliver(struct relay *rl, struct relay_rcpt **rcpts, size_t n);
+/* Closes every connection to destination hosts (at exit). */
+void relay_deliver_shutdown(struct relay *rl);
+
+/* relay_main.c: runs the relay role on the loaded configuration until SIGTERM; exit status. */
+int relay_main(void);
+
+#endif

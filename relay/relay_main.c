@@ -1,0 +1,153 @@
+/*
+ * relay_main.c - the relay role (`mxgate relay`): start-up, signals, graceful stop.
+ *
+ * Connects to the queue's Redis, sets up DNS (c-ares) and an outbound TLS context, and runs the
+ * scheduler (relay_sched.c). SIGTERM or SIGINT stops claiming and waits up to STOP_GRACE_MS for
+ * the deliveries in hand to be recorded; whatever is still in flight then comes back to the queue
+ * when its lease expires (delivered twice at worst, never lost).
+ */
+#include "relay.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "conf.h"
+#include "dns.h"
+#include "log.h"
+#include "redis.h"
+#include "tls_client.h"
+
+#define STOP_GRACE_MS 30000
+#define DNS_TRIES 2
+
+struct relay_main {
+    struct relay rl;
+    struct event *sigterm, *sigint, *stop_check;
+    long long stop_deadline_ms;
+    long long stop_started_ms;
+};
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void stop_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct relay_main *m = arg;
+    if (m->rl.inflight == 0) {
+        event_base_loopexit(m->rl.base, NULL);
+        return;
+    }
+    if (mono_ms() > m->stop_deadline_ms) {
+        log_msg(LOG_WARN, "stop-deadline", NULL,
+                "%u recipients still in delivery; their leases bring them back", m->rl.inflight);
+        _exit(0);
+    }
+    struct timeval tv = { 0, 100000 };
+    evtimer_add(m->stop_check, &tv);
+}
+
+static void stop_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct relay_main *m = arg;
+    if (m->rl.stopping)
+        return;
+    log_msg(LOG_INFO, "stopping", NULL, "signal %d: %u recipients in delivery", (int)sig, m->rl.inflight);
+    relay_stop(&m->rl);
+    m->stop_deadline_ms = mono_ms() + STOP_GRACE_MS;
+    stop_check_cb(-1, 0, m);
+}
+
+static void set_hostname(struct relay *rl)
+{
+    const char *name = conf.relay_helo_name[0] ? conf.relay_helo_name : conf.edge_hostname;
+    if (name[0] != '\0') {
+        snprintf(rl->hostname, sizeof rl->hostname, "%s", name);
+        return;
+    }
+    if (gethostname(rl->hostname, sizeof rl->hostname - 1) != 0 || rl->hostname[0] == '\0')
+        snprintf(rl->hostname, sizeof rl->hostname, "localhost");
+}
+
+static bool setup(struct relay_main *m)
+{
+    struct relay *rl = &m->rl;
+    struct buf err = BUF_INIT;
+    bool ok = false;
+    set_hostname(rl);
+    struct redis_target target;
+    if (conf.redis_url[0] == '\0') {
+        buf_puts(&err, "redis.url is empty: the relay needs the queue's Redis (`mxgate run` starts one)");
+        goto out;
+    }
+    if (!redis_url_parse(conf.redis_url, &target, &err))
+        goto out;
+    rl->redis = redis_new(rl->base, &target, conf.redis_timeout, "mxgate-relay");
+    redis_target_clear(&target);
+    rl->dns = dns_new(rl->base, &conf.dns_servers, conf.dns_timeout, DNS_TRIES, &err);
+    if (rl->dns == NULL)
+        goto out;
+    if (conf.relay_tls != RELAY_TLS_NONE) {
+        rl->tls_ctx = tls_client_ctx_new(NULL, NULL, &err);
+        if (rl->tls_ctx == NULL)
+            goto out;
+    }
+    ok = relay_start(rl);
+out:
+    if (!ok && err.len > 0)
+        log_msg(LOG_CRIT, "start-failed", NULL, "%s", buf_cstr(&err));
+    buf_release(&err);
+    return ok;
+}
+
+static void teardown(struct relay_main *m)
+{
+    struct relay *rl = &m->rl;
+    relay_stop(rl);
+    if (rl->renew_timer != NULL)
+        event_free(rl->renew_timer);
+    relay_deliver_shutdown(rl);
+    dns_free(rl->dns);
+    redis_free(rl->redis);
+    SSL_CTX_free(rl->tls_ctx);
+    struct event *evs[] = { m->sigterm, m->sigint, m->stop_check };
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        if (evs[i] != NULL)
+            event_free(evs[i]);
+    event_base_free(rl->base);
+}
+
+int relay_main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    struct relay_main m;
+    memset(&m, 0, sizeof m);
+    m.rl.base = event_base_new();
+    if (m.rl.base == NULL)
+        log_fatal("cannot create the event loop");
+    if (!setup(&m)) {
+        teardown(&m);
+        return 1;
+    }
+    m.sigterm = evsignal_new(m.rl.base, SIGTERM, stop_cb, &m);
+    m.sigint = evsignal_new(m.rl.base, SIGINT, stop_cb, &m);
+    m.stop_check = evtimer_new(m.rl.base, stop_check_cb, &m);
+    evsignal_add(m.sigterm, NULL);
+    evsignal_add(m.sigint, NULL);
+    log_msg(LOG_INFO, "started", NULL, "relay %s ready", m.rl.hostname);
+    event_base_dispatch(m.rl.base);
+    log_msg(LOG_INFO, "stopped", NULL, "relay stopped: %llu delivered, %llu deferred, %llu failed",
+            m.rl.delivered, m.rl.deferred, m.rl.failed);
+    teardown(&m);
+    return 0;
+}

@@ -38,8 +38,7 @@
 #define TLS_CN_MAX 64
 #define TLS_HOSTNAME_MAX 253
 
-/* Appends ": " and every queued OpenSSL error, then empties the queue. */
-static void append_ssl_errors(struct buf *err)
+void tls_append_errors(struct buf *err)
 {
     unsigned long e;
     bool first = true;
@@ -60,7 +59,7 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, struct 
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
         buf_puts(err, "cannot create a TLS server context");
-        append_ssl_errors(err);
+        tls_append_errors(err);
         return NULL;
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION
@@ -98,7 +97,7 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, struct 
     return ctx;
 
 fail:
-    append_ssl_errors(err);
+    tls_append_errors(err);
     SSL_CTX_free(ctx);
     return NULL;
 }
@@ -209,7 +208,7 @@ static X509 *make_cert(EVP_PKEY *pkey, const char *hostname, struct buf *err)
 
 fail:
     buf_printf(err, "cannot make a self-signed certificate for %s (%s)", hostname, step);
-    append_ssl_errors(err);
+    tls_append_errors(err);
     X509_free(x);
     BN_free(serial);
     GENERAL_NAMES_free(sans);
@@ -307,7 +306,7 @@ bool tls_self_signed(const char *cert_file, const char *key_file, const char *ho
     EVP_PKEY *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     if (pkey == NULL) {
         buf_puts(err, "cannot generate an EC P-256 key");
-        append_ssl_errors(err);
+        tls_append_errors(err);
         goto out;
     }
     x = make_cert(pkey, hostname, err);
@@ -320,7 +319,7 @@ bool tls_self_signed(const char *cert_file, const char *key_file, const char *ho
         || PEM_write_bio_PrivateKey(key_pem, pkey, NULL, NULL, 0, NULL, NULL) != 1
         || PEM_write_bio_X509(cert_pem, x) != 1) {
         buf_puts(err, "cannot encode the self-signed pair as PEM");
-        append_ssl_errors(err);
+        tls_append_errors(err);
         goto out;
     }
 

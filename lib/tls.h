@@ -23,6 +23,8 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, struct 
  */
 bool tls_self_signed(const char *cert_file, const char *key_file, const char *hostname, struct buf *err)
     __attribute__((warn_unused_result));
+/* Appends ": " and every queued OpenSSL error (or a note that there is none), then empties the queue. */
+void tls_append_errors(struct buf *err);
 /* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" for the Received header. */
 void tls_describe(SSL *ssl, struct buf *out);
 

@@ -13,6 +13,7 @@
  * own error text; the OpenSSL error queue is emptied so later messages never show stale entries.
  */
 #include "tls_client.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <string.h>
@@ -48,29 +49,13 @@ const char *tls_policy_name(enum tls_policy p)
     return "unknown";
 }
 
-/* Appends ": " and every queued OpenSSL error, then empties the queue. */
-static void append_ssl_errors(struct buf *err)
-{
-    unsigned long e;
-    bool first = true;
-    char text[256];
-    while ((e = ERR_get_error()) != 0) {
-        ERR_error_string_n(e, text, sizeof text);
-        buf_printf(err, "%s%s", first ? ": " : "; ", text);
-        first = false;
-    }
-    if (first)
-        buf_puts(err, ": no OpenSSL error reported");
-    ERR_clear_error();
-}
-
 SSL_CTX *tls_client_ctx_new(const char *ca_file, const char *ca_dir, struct buf *err)
 {
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL) {
         buf_puts(err, "cannot create a TLS client context");
-        append_ssl_errors(err);
+        tls_append_errors(err);
         return NULL;
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
@@ -93,7 +78,7 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, const char *ca_dir, struct buf 
     return ctx;
 
 fail:
-    append_ssl_errors(err);
+    tls_append_errors(err);
     SSL_CTX_free(ctx);
     return NULL;
 }
@@ -127,7 +112,7 @@ SSL *tls_client_ssl_new(SSL_CTX *ctx, enum tls_policy policy, const char *host, 
     SSL *ssl = SSL_new(ctx);
     if (ssl == NULL) {
         buf_puts(err, "cannot create a TLS connection");
-        append_ssl_errors(err);
+        tls_append_errors(err);
         return NULL;
     }
     SSL_set_connect_state(ssl);
@@ -151,7 +136,7 @@ SSL *tls_client_ssl_new(SSL_CTX *ctx, enum tls_policy policy, const char *host, 
     return ssl;
 
 fail:
-    append_ssl_errors(err);
+    tls_append_errors(err);
     SSL_free(ssl);
     return NULL;
 }

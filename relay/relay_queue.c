@@ -114,6 +114,16 @@ void relay_stage_key(struct buf *b, const char *prefix, const char *stage, enum 
         buf_printf(b, "%s:%s:%s", prefix, stage, names[which]);
 }
 
+/* Why a script's reply is not the one expected: the transport's error, Redis's, or its shape. */
+static const char *reply_error(const redisReply *reply, const char *err)
+{
+    if (err != NULL)
+        return err;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+        return reply->str;
+    return "unexpected reply";
+}
+
 /* ---- claim ---- */
 
 struct claim_call {
@@ -126,9 +136,7 @@ static void claim_reply(redisReply *reply, const char *err, void *arg)
 {
     struct claim_call *call = arg;
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-        call->cb(NULL, 0, err ? err : reply && reply->type == REDIS_REPLY_ERROR ? reply->str
-                                                                               : "bad claim reply",
-                 call->arg);
+        call->cb(NULL, 0, reply_error(reply, err), call->arg);
         free(call);
         return;
     }
@@ -191,14 +199,10 @@ struct outcome_call {
 static void outcome_reply(redisReply *reply, const char *err, void *arg)
 {
     struct outcome_call *call = arg;
-    if (reply != NULL && reply->type == REDIS_REPLY_STATUS)
-        call->cb(reply->str, NULL, call->arg);
-    else if (reply != NULL && reply->type == REDIS_REPLY_STRING)
+    if (reply != NULL && (reply->type == REDIS_REPLY_STATUS || reply->type == REDIS_REPLY_STRING))
         call->cb(reply->str, NULL, call->arg);
     else
-        call->cb(NULL, err ? err : reply && reply->type == REDIS_REPLY_ERROR ? reply->str
-                                                                            : "bad outcome reply",
-                 call->arg);
+        call->cb(NULL, reply_error(reply, err), call->arg);
     free(call);
 }
 
@@ -275,8 +279,7 @@ static void count_reply(redisReply *reply, const char *err, void *arg)
     if (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
         call->cb(reply->integer, NULL, call->arg);
     else
-        call->cb(-1, err ? err : reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply",
-                 call->arg);
+        call->cb(-1, reply_error(reply, err), call->arg);
     free(call);
 }
 

@@ -22,6 +22,7 @@
 #include <openssl/ssl.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "cidr.h"
 #include "edge_data.h"
 #include "edge_parse.h"
@@ -179,7 +180,6 @@ void edge_session_resume(struct edge_session *s);
 /* Ends an asynchronous operation; false when the session died meanwhile (and is now freed). */
 bool edge_session_release(struct edge_session *s);
 void edge_tx_free(struct edge_tx *tx);
-long long edge_now_ms(void);
 void edge_install_callbacks(struct edge_session *s);
 
 /* edge_data_in.c */

@@ -30,7 +30,7 @@ static void content_begin(struct edge_session *s, enum body_mode mode)
     edge_received_header(s, tx, &tx->content);
     tx->header_len = tx->content.len;
     body_decoder_init(&tx->dec, mode, (size_t)conf.edge_max_line_length);
-    s->data_started_ms = edge_now_ms();
+    s->data_started_ms = clock_wall_ms();
 }
 
 void edge_cmd_data(struct edge_session *s, const char *args)
@@ -156,7 +156,7 @@ static void enqueue(struct edge_session *s)
         .auth_user = s->auth_user,
         .listener = edge_listener_kind_name(s->lst->kind),
         .session = s->id,
-        .received_ms = edge_now_ms(),
+        .received_ms = clock_wall_ms(),
         .rcpts = rc,
         .nrcpts = tx->nrcpts,
         .body = tx->content.data,
@@ -222,7 +222,7 @@ static void content_end(struct edge_session *s)
  */
 static bool data_pace_ok(struct edge_session *s, unsigned long long raw_bytes)
 {
-    long long elapsed = edge_now_ms() - s->data_started_ms;
+    long long elapsed = clock_wall_ms() - s->data_started_ms;
     const char *why = NULL;
     if (elapsed > conf.edge_data_timeout)
         why = "data timeout";

@@ -43,7 +43,7 @@ static void stop_check_cb(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(m->srv.base, NULL);
         return;
     }
-    if (edge_now_ms() > m->stop_deadline_ms) {
+    if (clock_wall_ms() > m->stop_deadline_ms) {
         log_msg(LOG_WARN, "stop-deadline", NULL, "%zu sessions still open; exiting", m->srv.nsessions);
         /* Those clients got no 250 for what they were sending, so nothing acknowledged is lost. */
         _exit(0);
@@ -69,7 +69,7 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
             edge_session_drop(s);        /* greeting not sent, or TLS handshake unfinished */
         s = next;
     }
-    m->stop_deadline_ms = edge_now_ms() + STOP_GRACE_MS;
+    m->stop_deadline_ms = clock_wall_ms() + STOP_GRACE_MS;
     stop_check_cb(-1, 0, m);
 }
 

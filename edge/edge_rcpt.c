@@ -141,7 +141,7 @@ static bool same_file(const struct stat *a, const struct stat *b)
 /* Re-reads the file if it changed since it was loaded. */
 static void file_source_refresh(struct file_source *fs)
 {
-    long long now = edge_now_ms();
+    long long now = clock_wall_ms();
     if (now - fs->checked_ms < RELOAD_CHECK_MS)
         return;
     fs->checked_ms = now;
@@ -207,7 +207,7 @@ struct edge_rcpt_source *edge_rcpt_file_source(const char *path, struct buf *err
     fs->path = xstrdup(path);
     fs->db = db;
     fs->st = st;
-    fs->checked_ms = edge_now_ms();
+    fs->checked_ms = clock_wall_ms();
     return &fs->base;
 }
 

@@ -30,13 +30,6 @@
 /* AUTH continuation lines may be long (RFC 4954 §4). */
 #define AUTH_LINE_MAX 12288
 
-long long edge_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void edge_tx_free(struct edge_tx *tx)
 {
     if (tx == NULL)
@@ -138,7 +131,7 @@ static void session_free(struct edge_session *s)
         log_int(&lr, "commands", (long long)s->commands);
         log_int(&lr, "messages", s->messages);
         log_int(&lr, "errors", s->errors);
-        log_int(&lr, "duration_ms", edge_now_ms() - s->connected_ms);
+        log_int(&lr, "duration_ms", clock_wall_ms() - s->connected_ms);
         log_end(&lr);
     }
     edge_session_unlink(s);
@@ -786,7 +779,7 @@ struct edge_session *edge_session_new(struct edge_server *srv, struct edge_liste
     s->lst = lst;
     s->bev = bev;
     s->state = ST_GREET;
-    s->connected_ms = edge_now_ms();
+    s->connected_ms = clock_wall_ms();
     s->reaper = event_new(srv->base, -1, 0, reaper_cb, s);
     s->timer = evtimer_new(srv->base, greet_pause_cb, s);
     queue_id_new(s->id);

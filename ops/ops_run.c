@@ -29,6 +29,7 @@
 
 #include <event2/event.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "log.h"
 #include "mem.h"
@@ -62,13 +63,6 @@ struct supervisor {
     struct event *sigterm, *sigint, *sigchld, *stop_timer;
     char redis_sock[PATH_MAX];
 };
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void argv_push(char ***argv, size_t *n, const char *s)
 {
@@ -136,7 +130,7 @@ static bool spawn(struct child *c)
         _exit(127);
     }
     c->pid = pid;
-    c->started_ms = now_ms();
+    c->started_ms = clock_mono_ms();
     log_msg(LOG_INFO, "role-started", NULL, "%s pid %ld", c->name, (long)pid);
     return true;
 }
@@ -153,7 +147,7 @@ static void restart_cb(evutil_socket_t fd, short what, void *arg)
 /* A child ended: log how, and unless stopping, schedule its restart with backoff. */
 static void child_exited(struct supervisor *sup, struct child *c, int status)
 {
-    long long lived = now_ms() - c->started_ms;
+    long long lived = clock_mono_ms() - c->started_ms;
     c->pid = 0;
     char how[64];
     if (WIFSIGNALED(status))
@@ -208,7 +202,7 @@ static void sigchld_cb(evutil_socket_t fd, short what, void *arg)
 static void stop_step(struct supervisor *sup)
 {
     if (any_role_running(sup)) {
-        if (now_ms() > sup->stop_deadline_ms) {
+        if (clock_mono_ms() > sup->stop_deadline_ms) {
             for (size_t i = 0; i < sup->nroles; i++)
                 if (sup->roles[i].pid != 0) {
                     log_msg(LOG_WARN, "role-kill", NULL, "%s did not stop in time", sup->roles[i].name);
@@ -221,9 +215,9 @@ static void stop_step(struct supervisor *sup)
         static bool told;
         if (!told) {
             told = true;
-            sup->stop_deadline_ms = now_ms() + REDIS_STOP_MS;
+            sup->stop_deadline_ms = clock_mono_ms() + REDIS_STOP_MS;
             kill(sup->redis.pid, SIGTERM);
-        } else if (now_ms() > sup->stop_deadline_ms) {
+        } else if (clock_mono_ms() > sup->stop_deadline_ms) {
             log_msg(LOG_WARN, "role-kill", NULL, "redis did not stop in time");
             kill(sup->redis.pid, SIGKILL);
         }
@@ -250,7 +244,7 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
         return;
     sup->stopping = true;
     log_msg(LOG_INFO, "stopping", NULL, "signal %d: stopping the roles, then Redis", (int)sig);
-    sup->stop_deadline_ms = now_ms() + ROLE_STOP_MS;
+    sup->stop_deadline_ms = clock_mono_ms() + ROLE_STOP_MS;
     for (size_t i = 0; i < sup->nroles; i++) {
         evtimer_del(sup->roles[i].restart);
         if (sup->roles[i].pid != 0)
@@ -282,8 +276,8 @@ static void redis_argv(struct supervisor *sup, const char *state, struct child *
 static bool redis_wait_ready(struct supervisor *sup, struct buf *err)
 {
     struct redis_target t = { .path = sup->redis_sock };
-    long long deadline = now_ms() + REDIS_READY_MS;
-    while (now_ms() < deadline) {
+    long long deadline = clock_mono_ms() + REDIS_READY_MS;
+    while (clock_mono_ms() < deadline) {
         int status;
         if (waitpid(sup->redis.pid, &status, WNOHANG) == sup->redis.pid) {
             sup->redis.pid = 0;

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "relay_queue.h"
 #include "relay_retry.h"
@@ -35,6 +36,7 @@ struct relay {
     struct event *renew_timer;      /* extends the leases of work in hand */
     char node[17];                  /* random id of this process, in claim tokens */
     unsigned long long claims;      /* claims made, in claim tokens */
+    unsigned long long slots;       /* concurrency slots taken, in slot names */
     struct relay_msg *msgs;         /* messages with recipients in hand (doubly linked) */
     unsigned inflight;              /* recipients claimed and not yet recorded */
     bool claiming;                  /* a claim is on its way */
@@ -76,6 +78,8 @@ struct relay_msg {
 };
 
 /* relay_sched.c */
+/* 64 random bits (getrandom), for jitter and ids. */
+uint64_t relay_random(void);
 bool relay_start(struct relay *rl) __attribute__((warn_unused_result));
 void relay_stop(struct relay *rl);
 /* A delivery finished: every rcpt's result is set; decide and record each outcome. */

@@ -15,6 +15,7 @@
 
 #include <event2/event.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "dns.h"
 #include "log.h"
@@ -31,13 +32,6 @@ struct relay_main {
     long long stop_started_ms;
 };
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void stop_check_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -47,7 +41,7 @@ static void stop_check_cb(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(m->rl.base, NULL);
         return;
     }
-    if (mono_ms() > m->stop_deadline_ms) {
+    if (clock_mono_ms() > m->stop_deadline_ms) {
         log_msg(LOG_WARN, "stop-deadline", NULL,
                 "%u recipients still in delivery; their leases bring them back", m->rl.inflight);
         _exit(0);
@@ -64,7 +58,7 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
         return;
     log_msg(LOG_INFO, "stopping", NULL, "signal %d: %u recipients in delivery", (int)sig, m->rl.inflight);
     relay_stop(&m->rl);
-    m->stop_deadline_ms = mono_ms() + STOP_GRACE_MS;
+    m->stop_deadline_ms = clock_mono_ms() + STOP_GRACE_MS;
     stop_check_cb(-1, 0, m);
 }
 

@@ -21,6 +21,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "edge_parse.h"
 #include "log.h"
@@ -31,18 +32,11 @@
 
 #define LOCAL_STAGE "local"
 
-static long long wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static uint64_t random64(void)
+uint64_t relay_random(void)
 {
     uint64_t v = 0;
     if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v)
-        v = (uint64_t)wall_ms() * 6364136223846793005ULL;
+        v = (uint64_t)clock_mono_ms() * 6364136223846793005ULL;
     return v;
 }
 
@@ -112,7 +106,7 @@ static void outcome_recorded(const char *status, const char *err, void *arg)
         if (r->result.mx != NULL)
             log_str(&lr, "mx", r->result.mx);
         if (r->result.outcome == OUTCOME_DEFERRED || r->result.outcome == OUTCOME_THROTTLED)
-            log_int(&lr, "due_in_ms", r->result.due_ms - wall_ms());
+            log_int(&lr, "due_in_ms", r->result.due_ms - clock_wall_ms());
         log_int(&lr, "attempts", r->attempts + (r->result.outcome != OUTCOME_THROTTLED
                                                 && r->result.outcome != OUTCOME_ROUTED));
         if (strcmp(status, "ok") != 0)
@@ -163,7 +157,7 @@ static void bounce_queued(bool ok, const char *err, void *arg)
             struct relay_rcpt *r = b->rcpts[i];
             if (r->result.outcome == OUTCOME_FAILED) {
                 r->result.outcome = OUTCOME_THROTTLED;
-                r->result.due_ms = wall_ms() + 60000;
+                r->result.due_ms = clock_wall_ms() + 60000;
                 r->result.repo = NULL;
             }
         }
@@ -186,7 +180,7 @@ static bool bounce(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
     struct relay_dsn_rcpt *dr = xcalloc(n, sizeof *dr);
     struct buf *diag = xcalloc(n, sizeof *diag);      /* the reply as received, code first */
     size_t nfailed = 0;
-    long long now = wall_ms();
+    long long now = clock_wall_ms();
     for (size_t i = 0; i < n; i++) {
         const struct relay_rcpt *r = rcpts[i];
         if (r->result.outcome != OUTCOME_FAILED)
@@ -207,7 +201,7 @@ static bool bounce(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
         .reporting_mta = rl->hostname, .sender = m->sender, .queue_id = m->id, .envid = m->envid,
         .ret = m->ret, .arrival_ms = m->received_ms, .original = m->body,
         .original_len = m->body_len, .max_full = (size_t)conf.edge_message_size_limit / 2,
-        .rcpts = dr, .nrcpts = nfailed, .now_ms = now, .rnd = random64(),
+        .rcpts = dr, .nrcpts = nfailed, .now_ms = now, .rnd = relay_random(),
     };
     struct buf text = BUF_INIT;
     struct relay_dsn_info info;
@@ -245,14 +239,14 @@ static bool bounce(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
 
 void relay_delivered(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
 {
-    long long now = wall_ms();
+    long long now = clock_wall_ms();
     for (size_t i = 0; i < n; i++) {
         struct relay_rcpt *r = rcpts[i];
         struct relay_result *res = &r->result;
         if (res->outcome == OUTCOME_DEFERRED) {
             int64_t due = 0;
             enum retry_verdict v = retry_after_failure(&rl->retry, r->msg->received_ms, now,
-                                                       r->attempts + 1, random64(), &due);
+                                                       r->attempts + 1, relay_random(), &due);
             if (v == RETRY_AT) {
                 res->due_ms = due;
                 rl->deferred++;
@@ -592,7 +586,7 @@ static void renew_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 bool relay_start(struct relay *rl)
 {
-    uint64_t node = random64();
+    uint64_t node = relay_random();
     snprintf(rl->node, sizeof rl->node, "%016llx", (unsigned long long)node);
     char err[256];
     rl->schedule = retry_schedule_parse(conf.relay_retry_schedule, err, sizeof err);

@@ -94,10 +94,16 @@ struct conf {
     long long relay_command_timeout;    /* relay.command_timeout (ms): greeting, EHLO, MAIL, RCPT */
     long long relay_data_timeout;       /* relay.data_timeout (ms): DATA and each data block */
     long long relay_final_timeout;      /* relay.final_timeout (ms): reply to the final dot */
+    long long relay_destination_concurrency; /* relay.destination_concurrency: connections per host per process */
+    long long relay_rate_limit;         /* relay.rate_limit: messages per minute per domain; 0 = none */
+    long long relay_concurrency_limit;  /* relay.concurrency_limit: deliveries at once per domain; 0 = none */
+    struct strlist relay_domain_limits; /* relay.domain_limits: "domain:rate:concurrency" overrides */
+    int relay_throttle_scope;           /* relay.throttle_scope: enum relay_throttle_scope */
     long long dns_timeout;              /* dns.timeout (ms) */
 };
 
 enum relay_tls_policy { RELAY_TLS_NONE, RELAY_TLS_MAY, RELAY_TLS_ENCRYPT, RELAY_TLS_VERIFY };
+enum relay_throttle_scope { THROTTLE_SHARED, THROTTLE_NODE };
 
 extern struct conf conf;
 

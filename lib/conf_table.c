@@ -147,6 +147,16 @@ const struct conf_row conf_rows[] = {
         "Time to wait for the reply to DATA and for each block of the message to be sent (RFC 5321: 2-3 minutes)."),
     NUM(CONF_DURATION, "relay.final_timeout", relay_final_timeout, "10m", 100 * MSEC, 1 * HOUR, true,
         "Time to wait for the reply to the final dot (RFC 5321 4.5.3.2: 10 minutes)."),
+    NUM(CONF_INT, "relay.destination_concurrency", relay_destination_concurrency, "20", 1, 10000, true,
+        "Connections one relay process keeps to one destination host at the same time."),
+    NUM(CONF_INT, "relay.rate_limit", relay_rate_limit, "0", 0, 1000000, true,
+        "Messages per minute to one recipient domain (all relay nodes together, see relay.throttle_scope); 0 = no limit."),
+    NUM(CONF_INT, "relay.concurrency_limit", relay_concurrency_limit, "0", 0, 100000, true,
+        "Deliveries to one recipient domain at the same time (all relay nodes together); 0 = no limit."),
+    LIST("relay.domain_limits", relay_domain_limits, "", true,
+        "Per-domain limits overriding the two above, as domain:rate:concurrency entries (0 = no limit), e.g. example.com:600:10."),
+    ENUM("relay.throttle_scope", relay_throttle_scope, "shared", "shared|node", true,
+        "Whether rate and concurrency limits count all relay nodes together (shared, in Redis) or each node alone (node)."),
 
     /* tls */
     STR("tls.cert", tls_cert, "", true,

@@ -18,6 +18,7 @@
 #include "netaddr.h"
 #include "redis.h"
 #include "relay_retry.h"
+#include "relay_throttle.h"
 #include "tls.h"
 
 /* Runs one check; on failure prefixes each of its message lines with "FILE: key: ". */
@@ -77,6 +78,7 @@ bool ops_config_validate(const char *file, struct buf *errs)
         buf_puts(&msg, rerr);
     ok &= report(errs, file, "relay.retry_schedule", rs != NULL, &msg);
     retry_schedule_free(rs);
+    ok &= report(errs, file, "relay.domain_limits", relay_limits_check(&conf.relay_domain_limits, &msg), &msg);
     if (conf.relay_smarthost[0] != '\0') {
         char *host = NULL;
         int port = 0;

@@ -2,7 +2,7 @@
  * relay_deliver.c - outbound delivery of one message's recipients in one domain: the route (MX
  * lookup, RFC 5321 §5.1, or relay.smarthost), the hosts tried in order, and the SMTP transaction.
  *
- * Connections are kept per destination host (host:port), at most DEST_CONCURRENCY at a time; a
+ * Connections are kept per destination host (host:port), at most relay.destination_concurrency; a
  * delivery that finds them all busy waits in that host's queue and gets the next connection that
  * finishes a transaction, so a busy destination is served over a few reused connections rather
  * than hundreds of new ones. A failure before any transaction (refused or lost connection,
@@ -16,15 +16,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "dns.h"
 #include "log.h"
 #include "mem.h"
 #include "netaddr.h"
 #include "relay_smtp.h"
+#include "relay_throttle.h"
 
-/* Connections to one destination host at the same time. */
-#define DEST_CONCURRENCY 20
 /* An idle connection is kept this long for the next message to the same host. */
 #define CONN_IDLE_MS 5000
 
@@ -64,6 +64,7 @@ struct attempt {
     struct buf why;                 /* the last connection-level failure */
     char why_status[16];
     struct log_ctx logctx;
+    char slot[RELAY_TOKEN_LEN + 24]; /* the domain's concurrency slot, "" when none is held */
 };
 
 static void next_host(struct attempt *a);
@@ -71,6 +72,8 @@ static void dest_dispatch(struct relay_dest *d);
 
 static void attempt_free(struct attempt *a)
 {
+    if (a->slot[0] != '\0')
+        relay_throttle_release(a->rl->redis, a->rcpts[0]->domain, a->rl->node, a->slot);
     for (size_t i = 0; i < a->nhosts; i++)
         free(a->hosts[i]);
     free(a->hosts);
@@ -281,7 +284,7 @@ static void dest_dispatch(struct relay_dest *d)
                 idle = c;
                 break;
             }
-        if (idle == NULL && d->nconns >= DEST_CONCURRENCY)
+        if (idle == NULL && d->nconns >= (unsigned)conf.relay_destination_concurrency)
             return;
         struct attempt *a = d->wait_head;
         d->wait_head = a->wait_next;
@@ -350,6 +353,42 @@ static void mx_cb(struct dns_result *res, void *arg)
     buf_release(&why);
 }
 
+/* Holds every recipient back until wait_ms from now, without counting an attempt. */
+static void finish_throttled(struct attempt *a, long long wait_ms, const char *why)
+{
+    long long due = clock_wall_ms() + wait_ms + (long long)(relay_random() % 200);     /* spread the returns a little */
+    for (size_t i = 0; i < a->n; i++) {
+        struct relay_rcpt *r = a->rcpts[i];
+        r->result.outcome = OUTCOME_THROTTLED;
+        r->result.due_ms = due;
+        r->result.code = 0;
+        snprintf(r->result_status, sizeof r->result_status, "4.7.0");
+        r->result.status = r->result_status;
+        free(r->result_text);
+        r->result_text = xstrdup(why);
+        r->result.text = r->result_text;
+    }
+    relay_delivered(a->rl, a->rcpts, a->n);
+    attempt_free(a);
+}
+
+static void start_route(struct attempt *a);
+
+static void throttled_cb(bool ok, long long wait_ms, const char *slot, const char *err, void *arg)
+{
+    struct attempt *a = arg;
+    if (err != NULL) {
+        finish_throttled(a, 5000, "destination limits could not be checked");
+        return;
+    }
+    if (!ok) {
+        finish_throttled(a, wait_ms, "destination rate or concurrency limit");
+        return;
+    }
+    snprintf(a->slot, sizeof a->slot, "%s", slot);
+    start_route(a);
+}
+
 void relay_deliver(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
 {
     struct relay_msg *m = rcpts[0]->msg;
@@ -376,6 +415,23 @@ void relay_deliver(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
         .rcpts = a->srcpts,
         .nrcpts = n,
     };
+    struct relay_limits lim;
+    relay_limits_for(rcpts[0]->domain, &lim);
+    if (lim.rate == 0 && lim.concurrency == 0) {
+        start_route(a);
+        return;
+    }
+    char slot[RELAY_TOKEN_LEN + 24];
+    snprintf(slot, sizeof slot, "%s-%llu", rl->node, ++rl->slots);
+    if (!relay_throttle_acquire(rl->redis, rcpts[0]->domain, &lim, rl->node, lim.concurrency ? slot : "",
+                                conf.relay_lease, throttled_cb, a))
+        finish_throttled(a, 5000, "destination limits could not be checked");
+}
+
+/* The destination's hosts: the smarthost, or the domain's MX. */
+static void start_route(struct attempt *a)
+{
+    struct relay *rl = a->rl;
     if (conf.relay_smarthost[0] != '\0') {
         char *host = NULL;
         int port = 25;
@@ -391,7 +447,7 @@ void relay_deliver(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
         return;
     }
     a->port = (int)conf.relay_mx_port;
-    dns_mx(rl->dns, rcpts[0]->domain, mx_cb, a);
+    dns_mx(rl->dns, a->rcpts[0]->domain, mx_cb, a);
 }
 
 void relay_deliver_shutdown(struct relay *rl)

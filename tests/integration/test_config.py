@@ -155,3 +155,11 @@ def test_check_relay_settings(tmp_path):
     assert r.returncode == 1
     assert f'{f}: relay.retry_schedule: step 2 "3*1x": unknown unit "x"' in r.stderr
     assert f"{f}: relay.smarthost: '[::1' is not host[:port]" in r.stderr
+
+
+def test_check_domain_limits(tmp_path):
+    f = tmp_path / "limits.conf"
+    f.write_text("relay.domain_limits = big.example:600:20, broken.example:fast\n")
+    r = run("config", "check", str(f))
+    assert r.returncode == 1
+    assert f"{f}: relay.domain_limits: 'broken.example:fast' is not domain:rate:concurrency" in r.stderr

@@ -1,5 +1,6 @@
 """The relay: the Redis queue worked end to end, against dnsmasq (MX records) and smtp-sink (the
 remote MX), with `mxgate edge` and `mxgate relay` as separate processes on one Redis."""
+import datetime
 import email
 import glob
 import os
@@ -301,3 +302,52 @@ def test_killed_relay_work_is_delivered_by_the_other(world):
     taken_over = sum(int(e["msg"].split()[0]) for e in r2.events("leases-expired"))
     assert taken_over > 0
     assert len(ids) - n <= taken_over
+
+
+def delivery_times(sink):
+    """When the sink finished writing each message (its dump file's mtime), in order."""
+    paths = glob.glob(os.path.join(sink.dir, "*"))
+    return sorted(os.stat(p).st_mtime for p in paths)
+
+
+def test_rate_limit_per_domain_holds(world):
+    # 120 per minute = one every 0.5 s for remote.test; other domains are not limited.
+    relay = world.relay({"relay.domain_limits": "remote.test:120:0"})
+    n = 6
+    for i in range(n):
+        code, _ = send_message(world.edge.port, "", [f"u{i}@remote.test"], b"x\r\n.\r\n")
+        assert code == 250
+    mxtest.wait_for(lambda: len(world.sink.dumps()) == n, timeout=30, what="all delivered")
+    t = delivery_times(world.sink)
+    gaps = [b - a for a, b in zip(t, t[1:])]
+    assert min(gaps) >= 0.4, gaps                 # never faster than the limit (some clock slack)
+    assert t[-1] - t[0] >= (n - 1) * 0.45, t      # n messages take (n-1) intervals at least
+    throttled = relay.events("throttled")
+    assert throttled and all(e["status"] == "4.7.0" for e in throttled)
+    # A throttle delay is not an attempt.
+    assert all(e["attempts"] == 0 for e in throttled)
+
+
+def test_concurrency_limit_per_domain_holds(world):
+    world.sink.restart(["-w", "1"])               # each DATA takes a second to answer
+    relay = world.relay({"relay.concurrency_limit": "1"})
+    n = 3
+    for i in range(n):
+        send_message(world.edge.port, "", [f"u{i}@remote.test"], b"x\r\n.\r\n")
+    mxtest.wait_for(lambda: len(relay.events("delivered")) == n, timeout=30, what="all delivered")
+    # One at a time: each delivery ends a full DATA delay (1 s) after the one before it.
+    t = sorted(datetime.datetime.fromisoformat(e["ts"].rstrip("Z")).timestamp()
+               for e in relay.events("delivered"))
+    assert all(b - a >= 0.9 for a, b in zip(t, t[1:])), t
+    assert relay.events("throttled")
+
+
+def test_throttle_is_shared_by_two_relays(world):
+    r1 = world.relay({"relay.rate_limit": "120"}, name="relay1")
+    r2 = world.relay({"relay.rate_limit": "120"}, name="relay2")
+    n = 6
+    for i in range(n):
+        send_message(world.edge.port, "", [f"u{i}@remote.test"], b"x\r\n.\r\n")
+    mxtest.wait_for(lambda: len(world.sink.dumps()) == n, timeout=30, what="all delivered")
+    t = delivery_times(world.sink)
+    assert t[-1] - t[0] >= (n - 1) * 0.45, t      # two nodes together still one every 0.5 s

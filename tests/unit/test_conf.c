@@ -155,6 +155,11 @@ static void test_defaults(void **state)
     assert_int_equal(conf.relay_data_timeout, 180000);
     assert_int_equal(conf.relay_final_timeout, 600000);
     assert_int_equal(conf.dns_timeout, 5000);
+    assert_int_equal(conf.relay_destination_concurrency, 20);
+    assert_int_equal(conf.relay_rate_limit, 0);
+    assert_int_equal(conf.relay_concurrency_limit, 0);
+    assert_int_equal(conf.relay_domain_limits.n, 0);
+    assert_int_equal(conf.relay_throttle_scope, THROTTLE_SHARED);
 }
 
 /* Every default parses, lies within its row's bounds, and is already in canonical form. */
@@ -164,7 +169,7 @@ static void test_rows(void **state)
     struct buf errs = BUF_INIT;
     assert_true(conf_load(NULL, NULL, 0, &errs));
     buf_release(&errs);
-    assert_int_equal(conf_nrows, 54);
+    assert_int_equal(conf_nrows, 59);
     for (size_t i = 0; i < conf_nrows; i++) {
         const struct conf_row *r = &conf_rows[i];
         assert_ptr_equal(conf_find(r->name), r);

@@ -151,6 +151,8 @@ static void enqueue(struct edge_session *s)
         .ret = tx->mail.ret == DSN_RET_FULL ? "FULL" : tx->mail.ret == DSN_RET_HDRS ? "HDRS" : NULL,
         .body_type = body_type_name(tx->mail.body),
         .smtputf8 = tx->mail.smtputf8,
+        /* A person waiting on a submission goes ahead of a backlog of deferred MX mail. */
+        .urgent = s->lst->kind != LISTENER_MX || s->auth_user != NULL,
         .client_ip = s->ip,
         .client_helo = s->helo,
         .auth_user = s->auth_user,

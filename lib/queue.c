@@ -262,7 +262,7 @@ bool queue_enqueue(struct redis *r, const char *prefix, const struct queue_msg *
     queue_key(&k_body, prefix, "body", m->id);
     queue_key(&k_rcpt, prefix, "rcpt", m->id);
     queue_key(&k_log, prefix, "log", m->id);
-    buf_printf(&k_due, "%s:due", prefix);
+    buf_printf(&k_due, "%s:due%s", prefix, m->urgent ? ":urgent" : "");
 
     struct argl hmsg, set, hrcpt, zadd, rpush;
     argl_init(&hmsg, 32);

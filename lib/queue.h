@@ -11,6 +11,7 @@
  *   P:rcpt:{ID}       hash    one field per recipient index "0", "1", ...: a JSON record
  *                             {"to","orcpt","notify","state","attempts","due","last"}
  *   P:due             zset    member "ID/index", score = due time (ms): work the relay claims
+ *   P:due:urgent      zset    the same for urgent mail (submissions, bounces), claimed first
  *   P:lease           zset    member "ID/index", score = lease expiry (ms): work being delivered
  *   P:log:{ID}        list    one JSON line per event in the message's life (enqueue, attempts)
  *
@@ -47,6 +48,7 @@ struct queue_msg {
     const char *ret;        /* "FULL", "HDRS" or NULL */
     const char *body_type;  /* "7BIT", "8BITMIME", "BINARYMIME" or NULL */
     bool smtputf8;
+    bool urgent;            /* into P:due:urgent, claimed before P:due: submissions, bounces */
     const char *client_ip;
     const char *client_helo;
     const char *auth_user;  /* NULL when not authenticated */

@@ -19,18 +19,28 @@
 /* How long the per-message event log stays after its message is gone (seconds). */
 #define LOG_RETENTION_S (7 * 86400)
 
-/* KEYS: 1 due, 2 lease, 3 lease owner. ARGV: 1 lease ms, 2 max, 3 token. */
+/*
+ * KEYS: 1 urgent due, 2 due, 3 lease, 4 lease owner. ARGV: 1 lease ms, 2 max, 3 token. Urgent
+ * work is taken first, so it never waits behind a backlog of retries that came due together.
+ */
 static const char claim_lua[] =
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-    "local m = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))\n"
+    "local max = tonumber(ARGV[2])\n"
     "local expiry = now + tonumber(ARGV[1])\n"
-    "for _, id in ipairs(m) do\n"
-    "  redis.call('ZREM', KEYS[1], id)\n"
-    "  redis.call('ZADD', KEYS[2], expiry, id)\n"
-    "  redis.call('HSET', KEYS[3], id, ARGV[3])\n"
+    "local out = {}\n"
+    "for k = 1, 2 do\n"
+    "  if #out < max then\n"
+    "    local m = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', now, 'LIMIT', 0, max - #out)\n"
+    "    for _, id in ipairs(m) do\n"
+    "      redis.call('ZREM', KEYS[k], id)\n"
+    "      redis.call('ZADD', KEYS[3], expiry, id)\n"
+    "      redis.call('HSET', KEYS[4], id, ARGV[3])\n"
+    "      out[#out + 1] = id\n"
+    "    end\n"
+    "  end\n"
     "end\n"
-    "return m\n";
+    "return out\n";
 
 /* KEYS: 1 lease, 2 lease owner. ARGV: 1 lease ms, then member, token pairs. */
 static const char renew_lua[] =
@@ -107,7 +117,7 @@ static const char expire_lua[] =
 
 void relay_stage_key(struct buf *b, const char *prefix, const char *stage, enum relay_stage_key which)
 {
-    static const char *const names[] = { "due", "lease", "lease:owner" };
+    static const char *const names[] = { "due", "due:urgent", "lease", "lease:owner" };
     if (strcmp(stage, RELAY_STAGE_MAIN) == 0)
         buf_printf(b, "%s:%s", prefix, names[which]);
     else
@@ -168,21 +178,24 @@ static void claim_reply(redisReply *reply, const char *err, void *arg)
 bool relay_queue_claim(struct redis *r, const char *prefix, const char *stage, long long lease_ms,
                        unsigned max, const char *token, relay_claim_fn *cb, void *arg)
 {
-    struct buf due = BUF_INIT, lease = BUF_INIT, owner = BUF_INIT;
+    struct buf urgent = BUF_INIT, due = BUF_INIT, lease = BUF_INIT, owner = BUF_INIT;
+    relay_stage_key(&urgent, prefix, stage, STAGE_URGENT);
     relay_stage_key(&due, prefix, stage, STAGE_DUE);
     relay_stage_key(&lease, prefix, stage, STAGE_LEASE);
     relay_stage_key(&owner, prefix, stage, STAGE_OWNER);
     char lease_s[32], max_s[16];
     snprintf(lease_s, sizeof lease_s, "%lld", lease_ms);
     snprintf(max_s, sizeof max_s, "%u", max);
-    const char *argv[] = { "EVAL", claim_lua, "3", due.data, lease.data, owner.data, lease_s, max_s, token };
+    const char *argv[] = { "EVAL", claim_lua, "4", urgent.data, due.data, lease.data, owner.data,
+                           lease_s, max_s, token };
     struct claim_call *call = xcalloc(1, sizeof *call);
     call->cb = cb;
     call->arg = arg;
     snprintf(call->token, sizeof call->token, "%s", token);
-    bool sent = redis_command(r, claim_reply, call, 9, argv, NULL);
+    bool sent = redis_command(r, claim_reply, call, 10, argv, NULL);
     if (!sent)
         free(call);
+    buf_release(&urgent);
     buf_release(&due);
     buf_release(&lease);
     buf_release(&owner);

@@ -219,7 +219,7 @@ static bool bounce(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
     struct queue_rcpt to = { .addr = m->sender };
     struct queue_msg bm = {
         .id = id, .sender = "", .body_type = info.eightbit ? "8BITMIME" : NULL,
-        .smtputf8 = info.smtputf8, .listener = "bounce", .received_ms = now, .rcpts = &to,
+        .smtputf8 = info.smtputf8, .urgent = true, .listener = "bounce", .received_ms = now, .rcpts = &to,
         .nrcpts = 1, .body = text.data, .body_len = text.len,
     };
     struct bounce *b = xcalloc(1, sizeof *b);

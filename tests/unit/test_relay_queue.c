@@ -86,7 +86,7 @@ static bool done_called(void *arg)
     return ((struct done *)arg)->called;
 }
 
-static void enqueue(const char *id, const char *const *to, size_t n)
+static void enqueue_as(const char *id, const char *const *to, size_t n, bool urgent)
 {
     struct queue_rcpt rc[8];
     for (size_t i = 0; i < n; i++)
@@ -94,13 +94,18 @@ static void enqueue(const char *id, const char *const *to, size_t n)
     struct queue_msg m = {
         .id = id, .sender = "a@src.test", .client_ip = "127.0.0.1", .client_helo = "h",
         .listener = "mx", .session = "s", .received_ms = 1000, .rcpts = rc, .nrcpts = n,
-        .body = "Subject: t\r\n\r\nbody\r\n", .body_len = 21,
+        .body = "Subject: t\r\n\r\nbody\r\n", .body_len = 21, .urgent = urgent,
     };
     struct done d = { false, false };
     assert_true(trs_run_until(base, connected, NULL, 3000));
     assert_true(queue_enqueue(rq, "mxg", &m, on_enqueued, &d));
     assert_true(trs_run_until(base, done_called, &d, 3000));
     assert_true(d.ok);
+}
+
+static void enqueue(const char *id, const char *const *to, size_t n)
+{
+    enqueue_as(id, to, n, false);
 }
 
 /* ---- claim ---- */
@@ -384,6 +389,24 @@ static void test_renewal_extends_only_owned_leases(void **state)
     assert_true(zscore("mxg:lease", "ID9/1") < before + 1000);
 }
 
+static void test_urgent_work_is_claimed_first(void **state)
+{
+    (void)state;
+    flushall();
+    const char *to[] = { "a@x.test", "b@x.test", "c@x.test" };
+    enqueue("OLD", to, 3);          /* a backlog, due long ago */
+    const char *one[] = { "boss@x.test" };
+    enqueue_as("BOUNCE", one, 1, true);
+    assert_int_equal(integer("ZCARD %s", "mxg:due:urgent"), 1);
+    struct claimed got;
+    claim(RELAY_STAGE_MAIN, 60000, 1, &got);
+    assert_int_equal(got.n, 1);
+    assert_string_equal(got.c[0].member, "BOUNCE/0");
+    claim(RELAY_STAGE_MAIN, 60000, 10, &got);
+    assert_int_equal(got.n, 3);
+    assert_int_equal(integer("ZCARD %s", "mxg:due:urgent"), 0);
+}
+
 static void test_route_to_local_stage(void **state)
 {
     (void)state;
@@ -445,6 +468,7 @@ int main(void)
         cmocka_unit_test(test_throttle_does_not_count_attempt),
         cmocka_unit_test(test_lease_expiry_returns_work),
         cmocka_unit_test(test_renewal_extends_only_owned_leases),
+        cmocka_unit_test(test_urgent_work_is_claimed_first),
         cmocka_unit_test(test_route_to_local_stage),
         cmocka_unit_test(test_failed_into_repository_keeps_message),
         cmocka_unit_test(test_utf8_survives_lua_json),

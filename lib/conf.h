@@ -90,6 +90,8 @@ struct conf {
     long long relay_lease;              /* relay.lease (ms) */
     long long relay_poll;               /* relay.poll (ms): claim interval when idle */
     char *relay_failed_repository;      /* relay.failed_repository: "" = none */
+    char *relay_temporary_repository;   /* relay.temporary_repository: "" = retry on schedule */
+    long long relay_delay_warning;      /* relay.delay_warning (ms): 0 = no delay notices */
     long long relay_connect_timeout;    /* relay.connect_timeout (ms) */
     long long relay_command_timeout;    /* relay.command_timeout (ms): greeting, EHLO, MAIL, RCPT */
     long long relay_data_timeout;       /* relay.data_timeout (ms): DATA and each data block */

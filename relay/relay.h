@@ -55,6 +55,8 @@ struct relay_rcpt {
     char *orcpt;                    /* DSN ORCPT or NULL */
     unsigned notify;                /* DSN NOTIFY flags */
     unsigned attempts;              /* attempts so far */
+    bool warned;                    /* a delay notice already went out */
+    bool parked;                    /* kept in relay.temporary_repository: no bounce */
     struct relay_result result;     /* filled by the delivery */
     char *result_text;              /* owned storage for result.text */
     char *result_mx;                /* owned storage for result.mx */

@@ -59,7 +59,7 @@ static const char renew_lua[] =
  * KEYS: 1 lease set, 2 target due set, 3 P:rcpt:{ID}, 4 P:msg:{ID}, 5 P:body:{ID}, 6 P:log:{ID},
  *       7 the repository set (or a dummy), 8 lease owner
  * ARGV: 1 member, 2 index, 3 token, 4 outcome, 5 due ms, 6 last (JSON), 7 stage, 8 log
- *       retention s, 9 repository name or "", 10 message id
+ *       retention s, 9 repository name or "", 10 message id, 11 "1" if a delay notice went out
  */
 static const char outcome_lua[] =
     "if redis.call('HGET', KEYS[8], ARGV[1]) ~= ARGV[3] then return 'stale' end\n"
@@ -74,6 +74,7 @@ static const char outcome_lua[] =
     "local last = cjson.decode(ARGV[6])\n"
     "last.ts = now\n"
     "rec.last = last\n"
+    "if ARGV[11] == '1' then rec.warned = true end\n"
     "local final = out == 'delivered' or out == 'failed'\n"
     "if final then\n"
     "  rec.state = out; rec.due = nil; rec.attempts = rec.attempts + 1\n"
@@ -266,6 +267,7 @@ bool relay_queue_outcome(struct redis *r, const char *prefix, const struct relay
         "EVAL", outcome_lua, "8", lease.data, target.data, rcpt.data, msg.data, body.data, logk.data,
         repo.data, owner.data, c->member, index_s, c->token, outcome_name(res->outcome), due_s, last.data,
         res->stage ? res->stage : "", retention_s, res->repo ? res->repo : "", c->id,
+        res->warned ? "1" : "0",
     };
     struct outcome_call *call = xcalloc(1, sizeof *call);
     call->cb = cb;

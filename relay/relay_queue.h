@@ -71,6 +71,7 @@ struct relay_result {
     const char *status;     /* enhanced status "4.4.1" */
     const char *text;       /* reply text or reason (sanitised by the caller) */
     const char *mx;         /* the host that answered, or NULL */
+    bool warned;            /* a delay notice went out for this recipient (kept in its record) */
 };
 
 /*

@@ -155,7 +155,8 @@ static void bounce_queued(bool ok, const char *err, void *arg)
         log_msg(LOG_ERR, "bounce-not-queued", &(struct log_ctx){ .queue_id = m->id }, "%s", err);
         for (size_t i = 0; i < b->n; i++) {
             struct relay_rcpt *r = b->rcpts[i];
-            if (r->result.outcome == OUTCOME_FAILED) {
+            r->result.warned = r->warned;   /* the delay notice is owed still */
+            if (r->result.outcome == OUTCOME_FAILED && !r->parked) {
                 r->result.outcome = OUTCOME_THROTTLED;
                 r->result.due_ms = clock_wall_ms() + 60000;
                 r->result.repo = NULL;
@@ -183,7 +184,9 @@ static bool bounce(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
     long long now = clock_wall_ms();
     for (size_t i = 0; i < n; i++) {
         const struct relay_rcpt *r = rcpts[i];
-        if (r->result.outcome != OUTCOME_FAILED)
+        bool failed = r->result.outcome == OUTCOME_FAILED && !r->parked;
+        bool delayed = r->result.outcome == OUTCOME_DEFERRED && r->result.warned && !r->warned;
+        if (!failed && !delayed)
             continue;
         if (r->result.code != 0)
             buf_printf(&diag[nfailed], "%d %s %s", r->result.code,
@@ -191,9 +194,11 @@ static bool bounce(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
         else
             buf_puts(&diag[nfailed], r->result.text ? r->result.text : "");
         dr[nfailed] = (struct relay_dsn_rcpt){
-            .addr = r->to, .orcpt = r->orcpt, .notify = r->notify, .action = DSN_ACTION_FAILED,
+            .addr = r->to, .orcpt = r->orcpt, .notify = r->notify,
+            .action = failed ? DSN_ACTION_FAILED : DSN_ACTION_DELAYED,
             .status = r->result.status, .remote_mta = r->result.mx,
             .diagnostic = buf_cstr(&diag[nfailed]), .last_attempt_ms = now,
+            .retry_until_ms = failed ? 0 : m->received_ms + conf.relay_max_age,
         };
         nfailed++;
     }
@@ -247,8 +252,18 @@ void relay_delivered(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
             int64_t due = 0;
             enum retry_verdict v = retry_after_failure(&rl->retry, r->msg->received_ms, now,
                                                        r->attempts + 1, relay_random(), &due);
-            if (v == RETRY_AT) {
+            if (conf.relay_temporary_repository[0] != '\0') {
+                /* Single try: kept for an operator's reprocess, not retried, not bounced. */
+                res->outcome = OUTCOME_FAILED;
+                res->repo = conf.relay_temporary_repository;
+                r->parked = true;
+                rl->deferred++;
+                continue;
+            } else if (v == RETRY_AT) {
                 res->due_ms = due;
+                res->warned = r->warned || (conf.relay_delay_warning > 0
+                                            && now - r->msg->received_ms >= conf.relay_delay_warning
+                                            && relay_dsn_wanted(r->notify, DSN_ACTION_DELAYED));
                 rl->deferred++;
             } else {
                 /* Too old, or out of attempts: the temporary failure becomes permanent. */
@@ -331,6 +346,7 @@ static bool parse_rcpt(struct relay_rcpt *r, const char *text)
         r->domain = strrchr(r->to, '@') + 1;
         r->orcpt = orcpt ? xstrdup(orcpt) : NULL;
         r->attempts = (unsigned)json_integer_value(json_object_get(j, "attempts"));
+        r->warned = json_is_true(json_object_get(j, "warned"));
         json_t *notify = json_object_get(j, "notify");
         size_t k;
         json_t *v;

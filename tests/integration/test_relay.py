@@ -351,3 +351,38 @@ def test_throttle_is_shared_by_two_relays(world):
     mxtest.wait_for(lambda: len(world.sink.dumps()) == n, timeout=30, what="all delivered")
     t = delivery_times(world.sink)
     assert t[-1] - t[0] >= (n - 1) * 0.45, t      # two nodes together still one every 0.5 s
+
+
+def test_single_try_keeps_temporary_failures_in_a_repository(world):
+    world.sink.restart(["-r", "RCPT"])
+    relay = world.relay({"relay.temporary_repository": "remote-delivery/temporary"})
+    code, lines = send_message(world.edge.port, "alice@local.test", ["b@remote.test"], b"x\r\n.\r\n")
+    qid = lines[0].split()[-1]
+    r = world.redis.client
+    mxtest.wait_for(lambda: r.zscore("mxg:repo:remote-delivery/temporary", qid) is not None,
+                    what="kept in the temporary repository")
+    time.sleep(1.5)                                   # longer than the retry schedule's 1 s
+    assert relay.events("deferred") == []             # not retried
+    assert relay.events("bounce-queued") == []        # and not bounced: it may still go out
+    failed = relay.events("failed")
+    assert len(failed) == 1 and failed[0]["status"].startswith("4.")
+    assert queued_ids(r) == [qid]
+
+
+def test_delay_warning_is_sent_once(world):
+    world.sink.restart(["-r", "RCPT"])
+    relay = world.relay({"relay.delay_warning": "1s"})
+    code, lines = send_message(world.edge.port, "alice@local.test", ["b@remote.test"],
+                               b"Subject: slow\r\n\r\nx\r\n.\r\n")
+    qid = lines[0].split()[-1]
+    mxtest.wait_for(lambda: len(relay.events("deferred")) >= 4, timeout=20, what="four deferrals")
+    notices = relay.events("bounce-queued")
+    assert len(notices) == 1
+    r = world.redis.client
+    notice_id = [q for q in queued_ids(r) if q != qid][0]
+    env, body, rcpts = message(r, notice_id)
+    assert env["sender"] == "" and rcpts[0]["to"] == "alice@local.test"
+    text = body.decode()
+    assert "Subject: Delayed Mail (still being retried)" in text
+    assert "Action: delayed" in text and "Will-Retry-Until:" in text
+    assert message(r, qid)[2][0]["warned"] is True

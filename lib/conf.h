@@ -82,6 +82,7 @@ struct conf {
     char *relay_smarthost;              /* relay.smarthost: host[:port] for all remote mail; "" = MX */
     long long relay_mx_port;            /* relay.mx_port: port of MX hosts (25) */
     int relay_tls;                      /* relay.tls: enum relay_tls_policy */
+    struct strlist relay_domain_tls;    /* relay.domain_tls: "domain:policy" overrides */
     char *relay_retry_schedule;         /* relay.retry_schedule: James delayTime syntax */
     long long relay_retry_jitter;       /* relay.retry_jitter: percent */
     long long relay_max_age;            /* relay.max_age (ms) */

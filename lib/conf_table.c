@@ -123,6 +123,8 @@ const struct conf_row conf_rows[] = {
         "TCP port of remote MX hosts (25 on the internet; tests use others)."),
     ENUM("relay.tls", relay_tls, "may", "none|may|encrypt|verify", true,
         "Outbound STARTTLS: none, may (when offered), encrypt (required), verify (required, certificate checked)."),
+    LIST("relay.domain_tls", relay_domain_tls, "", true,
+        "Per-domain STARTTLS policies overriding relay.tls, as domain:policy entries, e.g. bank.example:verify."),
     STR("relay.retry_schedule", relay_retry_schedule, "5*1m, 5*10m, 6*1h, 4h", true,
         "Delays between attempts after temporary failures, James delayTime syntax: count*interval, the last repeats."),
     NUM(CONF_INT, "relay.retry_jitter", relay_retry_jitter, "20", 0, 100, true,

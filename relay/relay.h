@@ -16,6 +16,7 @@
 
 #include "relay_queue.h"
 #include "relay_retry.h"
+#include "tls_client.h"
 
 struct event_base;
 struct event;
@@ -91,6 +92,11 @@ void relay_delivered(struct relay *rl, struct relay_rcpt **rcpts, size_t n);
 void relay_deliver(struct relay *rl, struct relay_rcpt **rcpts, size_t n);
 /* Closes every connection to destination hosts (at exit). */
 void relay_deliver_shutdown(struct relay *rl);
+/* The STARTTLS policy for a recipient domain: its relay.domain_tls entry, else relay.tls. */
+enum tls_policy relay_tls_policy_for(const char *domain);
+/* Checks relay.domain_tls entries ("domain:policy"); false with err naming the bad one. */
+struct strlist;
+bool relay_tls_check(const struct strlist *entries, struct buf *err) __attribute__((warn_unused_result));
 
 /* relay_main.c: runs the relay role on the loaded configuration until SIGTERM; exit status. */
 int relay_main(void);

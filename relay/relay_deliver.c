@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "clock.h"
 #include "conf.h"
@@ -44,6 +45,7 @@ struct relay_dest {
     struct relay *rl;
     char *host;
     int port;
+    enum tls_policy tls;            /* connections to one host under different policies stay apart */
     struct relay_conn *conns;
     unsigned nconns;
     struct attempt *wait_head, *wait_tail;  /* deliveries waiting for a connection */
@@ -59,6 +61,7 @@ struct attempt {
     char **hosts;                   /* hosts to try, in order */
     size_t nhosts, next_host;
     int port;
+    enum tls_policy tls;            /* STARTTLS policy for this domain */
     struct relay_dest *dest;        /* the host being tried */
     struct attempt *wait_next;      /* in dest's wait queue */
     struct buf why;                 /* the last connection-level failure */
@@ -102,15 +105,16 @@ static void finish_all(struct attempt *a, enum relay_outcome o, const char *stat
 
 /* ---- destinations and their connections ---- */
 
-static struct relay_dest *dest_get(struct relay *rl, const char *host, int port)
+static struct relay_dest *dest_get(struct relay *rl, const char *host, int port, enum tls_policy tls)
 {
     for (struct relay_dest *d = rl->dests; d != NULL; d = d->next)
-        if (d->port == port && strcmp(d->host, host) == 0)
+        if (d->port == port && d->tls == tls && strcmp(d->host, host) == 0)
             return d;
     struct relay_dest *d = xcalloc(1, sizeof *d);
     d->rl = rl;
     d->host = xstrdup(host);
     d->port = port;
+    d->tls = tls;
     d->next = rl->dests;
     rl->dests = d;
     return d;
@@ -173,6 +177,21 @@ static void smtp_done(struct relay_smtp *smtp, const struct relay_smtp_report *r
     struct relay_dest *d = c->dest;
     c->busy = NULL;
     (void)smtp;
+    if (rep->tls_fallback && d->tls == TLS_POLICY_MAY) {
+        /* Opportunistic TLS failed: the same host again, in plaintext (RFC 7435). */
+        log_msg(LOG_INFO, "tls-fallback", &a->logctx, "%s: TLS handshake failed, retrying without TLS",
+                d->host);
+        struct relay_dest *plain = dest_get(a->rl, d->host, d->port, TLS_POLICY_NONE);
+        a->dest = plain;
+        if (plain->wait_tail != NULL)
+            plain->wait_tail->wait_next = a;
+        else
+            plain->wait_head = a;
+        plain->wait_tail = a;
+        dest_dispatch(plain);
+        dest_dispatch(d);
+        return;
+    }
     if (connection_level(rep)) {
         const struct relay_smtp_result *r = &rep->results[0];
         buf_reset(&a->why);
@@ -252,7 +271,7 @@ static void conn_addr_cb(struct dns_result *res, void *arg)
     struct relay_smtp_conf sc = {
         .helo_name = rl->hostname,
         .mx_host = d->host,
-        .tls = (enum tls_policy)conf.relay_tls,
+        .tls = d->tls,
         .tls_ctx = rl->tls_ctx,
         .idle_ms = CONN_IDLE_MS,
         .logctx = NULL,
@@ -305,6 +324,41 @@ static void dest_dispatch(struct relay_dest *d)
 
 /* ---- the route ---- */
 
+/* "domain:policy" from relay.domain_tls; false when malformed. */
+static bool tls_entry(const char *e, const char *domain, enum tls_policy *out, bool *match)
+{
+    const char *colon = strrchr(e, ':');
+    if (colon == NULL || colon == e || !tls_policy_parse(colon + 1, out))
+        return false;
+    *match = domain != NULL && strlen(domain) == (size_t)(colon - e)
+             && strncasecmp(e, domain, (size_t)(colon - e)) == 0;
+    return true;
+}
+
+bool relay_tls_check(const struct strlist *entries, struct buf *err)
+{
+    for (size_t i = 0; i < entries->n; i++) {
+        enum tls_policy p;
+        bool match;
+        if (!tls_entry(entries->v[i], NULL, &p, &match)) {
+            buf_printf(err, "'%s' is not domain:none|may|encrypt|verify", entries->v[i]);
+            return false;
+        }
+    }
+    return true;
+}
+
+enum tls_policy relay_tls_policy_for(const char *domain)
+{
+    for (size_t i = 0; i < conf.relay_domain_tls.n; i++) {
+        enum tls_policy p;
+        bool match = false;
+        if (tls_entry(conf.relay_domain_tls.v[i], domain, &p, &match) && match)
+            return p;
+    }
+    return (enum tls_policy)conf.relay_tls;
+}
+
 static void next_host(struct attempt *a)
 {
     if (a->next_host >= a->nhosts) {
@@ -312,7 +366,7 @@ static void next_host(struct attempt *a)
                    a->why.len ? buf_cstr(&a->why) : "no host could be reached");
         return;
     }
-    struct relay_dest *d = dest_get(a->rl, a->hosts[a->next_host++], a->port);
+    struct relay_dest *d = dest_get(a->rl, a->hosts[a->next_host++], a->port, a->tls);
     a->dest = d;
     if (d->wait_tail != NULL)
         d->wait_tail->wait_next = a;
@@ -398,6 +452,7 @@ void relay_deliver(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
     a->rcpts = xcalloc(n, sizeof *a->rcpts);
     memcpy(a->rcpts, rcpts, n * sizeof *rcpts);
     a->logctx.queue_id = m->id;
+    a->tls = relay_tls_policy_for(rcpts[0]->domain);
     a->srcpts = xcalloc(n, sizeof *a->srcpts);
     for (size_t i = 0; i < n; i++) {
         a->srcpts[i].addr = rcpts[i]->to;

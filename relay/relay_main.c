@@ -91,7 +91,7 @@ static bool setup(struct relay_main *m)
     rl->dns = dns_new(rl->base, &conf.dns_servers, conf.dns_timeout, DNS_TRIES, &err);
     if (rl->dns == NULL)
         goto out;
-    if (conf.relay_tls != RELAY_TLS_NONE) {
+    if (conf.relay_tls != RELAY_TLS_NONE || conf.relay_domain_tls.n > 0) {
         rl->tls_ctx = tls_client_ctx_new(NULL, NULL, &err);
         if (rl->tls_ctx == NULL)
             goto out;

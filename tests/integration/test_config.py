@@ -163,3 +163,11 @@ def test_check_domain_limits(tmp_path):
     r = run("config", "check", str(f))
     assert r.returncode == 1
     assert f"{f}: relay.domain_limits: 'broken.example:fast' is not domain:rate:concurrency" in r.stderr
+
+
+def test_check_domain_tls(tmp_path):
+    f = tmp_path / "tls.conf"
+    f.write_text("relay.domain_tls = bank.example:verify, odd.example:sometimes\n")
+    r = run("config", "check", str(f))
+    assert r.returncode == 1
+    assert f"{f}: relay.domain_tls: 'odd.example:sometimes' is not domain:none|may|encrypt|verify" in r.stderr

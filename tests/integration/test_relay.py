@@ -120,11 +120,13 @@ def world(tmp_path, redis_server, edge_factory):
         pass
     w = World()
     w.dns, w.sink, w.edge, w.relay, w.redis = dns, sink, edge, relay, redis_server
+    w.dns_dir = tmp_path / "dns2"
+    w.dns_dir.mkdir()
     yield w
     for r in relays:
         r.stop()
     sink.remove()
-    dns.stop()
+    w.dns.stop()
 
 
 def drained(r):
@@ -386,3 +388,19 @@ def test_delay_warning_is_sent_once(world):
     assert "Subject: Delayed Mail (still being retried)" in text
     assert "Action: delayed" in text and "Will-Retry-Until:" in text
     assert message(r, qid)[2][0]["warned"] is True
+
+
+def test_tls_policy_per_domain(world):
+    # TLS is required everywhere, except for remote.test; the sink offers no STARTTLS.
+    world.dns.stop()
+    world.dns = Dnsmasq(world.dns_dir, [
+        "--mx-host=remote.test,mx.remote.test,10", "--mx-host=secure.test,mx.remote.test,10",
+        "--host-record=mx.remote.test,127.0.0.1"])
+    relay = world.relay({"relay.tls": "encrypt", "relay.domain_tls": "remote.test:none",
+                         "dns.servers": f"127.0.0.1:{world.dns.port}"})
+    send_message(world.edge.port, "", ["a@secure.test"], b"x\r\n.\r\n")
+    send_message(world.edge.port, "", ["b@remote.test"], b"x\r\n.\r\n")
+    mxtest.wait_for(lambda: relay.events("delivered") and relay.events("deferred"), what="both outcomes")
+    assert [e["to"] for e in relay.events("delivered")] == ["b@remote.test"]
+    deferred = relay.events("deferred")[0]
+    assert deferred["to"] == "a@secure.test" and "STARTTLS" in deferred["reply"]

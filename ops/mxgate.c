@@ -34,6 +34,26 @@ static void usage(FILE *out)
           "  config show           print every setting's value after the file and -o overrides\n"
           "  config reference      print the settings reference (docs/configuration.md)\n"
           "  config sample         print a commented configuration file (conf/mxgate.conf)\n"
+          /* operator commands on the queue and repositories (ops_queue.c, ops_repo.c) */
+          "  queue list [--sender S] [--rcpt R] [--domain D] [--state STATE] [--limit N]\n"
+          "                        messages, oldest first, with each recipient's state and due time\n"
+          "  queue show ID [--body]\n"
+          "                        one message: envelope, recipients, last replies, history\n"
+          "  queue delete ID...    remove messages entirely\n"
+          "  queue flush [ID...]   make deferred recipients due now (all, or the messages')\n"
+          "  queue hold ID...      keep messages from delivery until released\n"
+          "  queue release ID... [--keep-due]\n"
+          "                        deliver held messages again (now, or at their old due time)\n"
+          "  repo list [NAME] [--limit N]\n"
+          "                        repositories and their sizes, or one's messages, newest first\n"
+          "  repo show NAME ID [--body]\n"
+          "                        one message of a repository\n"
+          "  repo delete NAME ID...|--all\n"
+          "                        delete messages of a repository\n"
+          "  repo reprocess NAME ID...|--all [--stage main|local]\n"
+          "                        retry their failed recipients, out of the repository\n"
+          "                        (queue and repo commands: --json prints one object per line)\n"
+          /* end of operator commands */
           "  version               print the version\n"
           "\n"
           "options:\n"
@@ -155,6 +175,9 @@ int main(int argc, char **argv)
         rc = 0;
     } else if (strcmp(cmd, "config") == 0) {
         rc = cmd_config(&a, argc - i, argv + i);
+    } else if (strcmp(cmd, "queue") == 0 || strcmp(cmd, "repo") == 0) {
+        /* operator commands: they load the configuration themselves, after their arguments */
+        rc = cmd[0] == 'q' ? ops_queue(&a, argc - i, argv + i) : ops_repo(&a, argc - i, argv + i);
     } else if (strcmp(cmd, "edge") == 0 || strcmp(cmd, "relay") == 0 || strcmp(cmd, "run") == 0) {
         if (i < argc) {
             rc = bad_usage("unexpected argument '%s'", argv[i]);

@@ -72,6 +72,7 @@ struct attempt {
 
 static void next_host(struct attempt *a);
 static void dest_dispatch(struct relay_dest *d);
+static void dest_release_if_idle(struct relay_dest *d);
 
 static void attempt_free(struct attempt *a)
 {
@@ -251,7 +252,7 @@ static void conn_addr_cb(struct dns_result *res, void *arg)
     d->nconns--;        /* counted while the lookup ran */
     if (res->status == DNS_CANCELLED) {
         attempt_free(a);    /* shutting down: the lease brings the work back */
-        return;
+        return;             /* the destinations go in relay_deliver_shutdown */
     }
     if (res->status != DNS_OK) {
         buf_reset(&a->why);
@@ -259,6 +260,7 @@ static void conn_addr_cb(struct dns_result *res, void *arg)
         snprintf(a->why_status, sizeof a->why_status, "%s",
                  res->status == DNS_NOTFOUND ? "5.4.4" : "4.4.3");
         next_host(a);
+        dest_release_if_idle(d);
         return;
     }
     struct netaddr *addrs = xcalloc(res->n, sizeof *addrs);
@@ -293,7 +295,25 @@ static void conn_addr_cb(struct dns_result *res, void *arg)
     conn_use(c, a);
 }
 
-/* Hands idle connections (or new ones, within the limit) to the deliveries waiting for d. */
+/* Forgets a destination with no connection and nobody waiting, so the list stays short. */
+static void dest_release_if_idle(struct relay_dest *d)
+{
+    if (d->conns != NULL || d->nconns > 0 || d->wait_head != NULL)
+        return;
+    for (struct relay_dest **pp = &d->rl->dests; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == d) {
+            *pp = d->next;
+            break;
+        }
+    }
+    free(d->host);
+    free(d);
+}
+
+/*
+ * Hands idle connections (or new ones, within the limit) to the deliveries waiting for d. d may
+ * be freed on return.
+ */
 static void dest_dispatch(struct relay_dest *d)
 {
     while (d->wait_head != NULL) {
@@ -304,7 +324,7 @@ static void dest_dispatch(struct relay_dest *d)
                 break;
             }
         if (idle == NULL && d->nconns >= (unsigned)conf.relay_destination_concurrency)
-            return;
+            return;     /* busy: not idle, so not released */
         struct attempt *a = d->wait_head;
         d->wait_head = a->wait_next;
         if (d->wait_head == NULL)
@@ -320,6 +340,7 @@ static void dest_dispatch(struct relay_dest *d)
         d->nconns++;        /* reserve the slot while the address is looked up */
         dns_addr(d->rl->dns, d->host, d->port, AF_UNSPEC, conn_addr_cb, o);
     }
+    dest_release_if_idle(d);
 }
 
 /* ---- the route ---- */

@@ -21,6 +21,7 @@
 #include "buf.h"
 #include "mem.h"
 #include "ops.h"
+#include "ops_cli.h"
 #include "queue.h"
 #include "relay_queue.h"
 
@@ -70,30 +71,11 @@ static void repo_key(struct buf *b, const char *prefix, const char *name)
     buf_printf(b, "%s:repo:%s", prefix, name);
 }
 
-/* Prints one JSON object on its own line and drops the reference. */
-static void put_json(json_t *o)
-{
-    if (o == NULL)
-        return;
-    json_dumpf(o, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    fputc('\n', stdout);
-    json_decref(o);
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* Every repository with its size, by name. */
 static int list_repos(struct ops_cli *cli)
 {
     struct buf pat = BUF_INIT;
-    for (const char *p = cli->prefix; *p; p++) {
-        if (strchr("*?[]\\", *p) != NULL)
-            buf_putc(&pat, '\\');
-        buf_putc(&pat, *p);
-    }
+    ops_glob_escape(&pat, cli->prefix);
     buf_puts(&pat, ":repo:*");
     size_t skip = strlen(cli->prefix) + strlen(":repo:");
     char **names = NULL;
@@ -117,12 +99,9 @@ static int list_repos(struct ops_cli *cli)
         }
         freeReplyObject(r);
     } while (strcmp(cursor, "0") != 0);
-    if (n > 1)
-        qsort(names, n, sizeof *names, cmp_str);
+    ops_sort_unique(names, &n);     /* SCAN may return a key twice */
     struct buf key = BUF_INIT, line = BUF_INIT;
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        if (i > 0 && strcmp(names[i], names[i - 1]) == 0)
-            continue;       /* SCAN may return a key twice */
         buf_reset(&key);
         repo_key(&key, cli->prefix, names[i]);
         const char *argv[] = { "ZCARD", key.data };
@@ -132,7 +111,8 @@ static int list_repos(struct ops_cli *cli)
             break;
         }
         if (cli->json) {
-            put_json(json_pack("{s:s, s:I}", "repo", names[i], "count", (json_int_t)r->integer));
+            ops_put_json(json_pack("{s:s, s:I}", "repo", names[i], "count",
+                                   (json_int_t)r->integer));
         } else {
             buf_reset(&line);
             ops_fmt_safe(&line, names[i]);
@@ -142,9 +122,7 @@ static int list_repos(struct ops_cli *cli)
     }
     if (rc == 0 && n == 0 && !cli->json)
         puts("no repositories");
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    ops_free_ids(names, n);
     buf_release(&pat);
     buf_release(&key);
     buf_release(&line);
@@ -228,7 +206,7 @@ static int list_repo(struct ops_cli *cli, const char *name, long long limit)
                                   "repo_reason", reason);
             if (sender == NULL)
                 json_object_set_new(o, "missing", json_true());
-            put_json(o);
+            ops_put_json(o);
         } else {
             buf_reset(&line);
             buf_printf(&line, "%s  ", id);
@@ -374,13 +352,6 @@ static int repo_ids(struct ops_cli *cli, char **pos, size_t npos, bool all, char
     return 0;
 }
 
-static void free_ids(char **ids, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(ids[i]);
-    free(ids);
-}
-
 static int repo_delete(struct ops_cli *cli, const struct ops_args *a, int argc, char **argv)
 {
     char **pos, **ids = NULL;
@@ -402,12 +373,12 @@ static int repo_delete(struct ops_cli *cli, const struct ops_args *a, int argc, 
             if (in == 1)
                 ops_fail(cli, "no message %s in the queue", ids[i]);
         } else if (cli->json) {
-            put_json(json_pack("{s:s, s:b}", "id", ids[i], "deleted", 1));
+            ops_put_json(json_pack("{s:s, s:b}", "id", ids[i], "deleted", 1));
         } else {
             printf("%s deleted\n", ids[i]);
         }
     }
-    free_ids(ids, n);
+    ops_free_ids(ids, n);
     free(pos);
     return rc;
 }
@@ -458,9 +429,9 @@ static int repo_reprocess(struct ops_cli *cli, const struct ops_args *a, int arg
             rc = ops_fail(cli, "message %s had no keys left; dropped from repository %s", ids[i],
                           buf_cstr(&nm));
         } else if (cli->json) {
-            put_json(json_pack("{s:s, s:I, s:s, s:b}", "id", ids[i], "reprocessed",
-                               (json_int_t)count, "stage", stage, "removed",
-                               strcmp(st, "removed") == 0));
+            ops_put_json(json_pack("{s:s, s:I, s:s, s:b}", "id", ids[i], "reprocessed",
+                                   (json_int_t)count, "stage", stage, "removed",
+                                   strcmp(st, "removed") == 0));
         } else if (strcmp(st, "removed") == 0) {
             printf("%s: no failed recipient to reprocess; nothing left to deliver, removed\n", ids[i]);
         } else {
@@ -472,32 +443,17 @@ static int repo_reprocess(struct ops_cli *cli, const struct ops_args *a, int arg
     }
     for (size_t k = 0; k < 6; k++)
         buf_release(&keys[k]);
-    free_ids(ids, n);
+    ops_free_ids(ids, n);
     free(pos);
     return rc;
 }
 
 int ops_repo(const struct ops_args *a, int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        int (*fn)(struct ops_cli *cli, const struct ops_args *a, int argc, char **argv);
-    } subs[] = {
+    static const struct ops_sub subs[] = {
         { "list", repo_list }, { "show", repo_show }, { "delete", repo_delete },
         { "reprocess", repo_reprocess },
     };
-    struct ops_cli cli = { .cmd = "repo" };
-    if (argc < 1)
-        return ops_usage(&cli, "needs a subcommand: list, show, delete or reprocess");
-    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
-        if (strcmp(argv[0], subs[i].name) != 0)
-            continue;
-        char cmd[32];
-        snprintf(cmd, sizeof cmd, "repo %s", subs[i].name);
-        cli.cmd = cmd;
-        int rc = subs[i].fn(&cli, a, argc - 1, argv + 1);
-        ops_cli_close(&cli);
-        return rc;
-    }
-    return ops_usage(&cli, "unknown subcommand '%s'", argv[0]);
+    return ops_cli_dispatch("repo", "list, show, delete or reprocess", subs,
+                            sizeof subs / sizeof subs[0], a, argc, argv);
 }

@@ -16,6 +16,7 @@
 #include "edge.h"
 #include "log.h"
 #include "mem.h"
+#include "bridge.h"
 #include "ops.h"
 #include "relay.h"
 
@@ -30,6 +31,7 @@ static void usage(FILE *out)
           "  run                   the appliance: a private Redis (unless redis.url is set) and every role\n"
           "  edge                  the SMTP front only (needs redis.url)\n"
           "  relay                 the scheduler and outbound delivery only (needs redis.url)\n"
+          "  bridge                delivery of local mail into the mailbox tier (needs redis.url)\n"
           "  config check [FILE]   check a configuration file; every error with file and line\n"
           "  config show           print every setting's value after the file and -o overrides\n"
           "  config reference      print the settings reference (docs/configuration.md)\n"
@@ -178,7 +180,8 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "queue") == 0 || strcmp(cmd, "repo") == 0) {
         /* operator commands: they load the configuration themselves, after their arguments */
         rc = cmd[0] == 'q' ? ops_queue(&a, argc - i, argv + i) : ops_repo(&a, argc - i, argv + i);
-    } else if (strcmp(cmd, "edge") == 0 || strcmp(cmd, "relay") == 0 || strcmp(cmd, "run") == 0) {
+    } else if (strcmp(cmd, "edge") == 0 || strcmp(cmd, "relay") == 0 || strcmp(cmd, "bridge") == 0
+               || strcmp(cmd, "run") == 0) {
         if (i < argc) {
             rc = bad_usage("unexpected argument '%s'", argv[i]);
         } else {
@@ -187,7 +190,8 @@ int main(int argc, char **argv)
                 rc = 1;
             } else {
                 rc = strcmp(cmd, "edge") == 0 ? edge_main()
-                     : strcmp(cmd, "relay") == 0 ? relay_main() : ops_run(&a);
+                     : strcmp(cmd, "relay") == 0 ? relay_main()
+                     : strcmp(cmd, "bridge") == 0 ? bridge_main() : ops_run(&a);
                 conf_free();
             }
         }

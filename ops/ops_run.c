@@ -326,6 +326,7 @@ static void print_summary(const struct supervisor *sup)
         printf("  relay             remote mail via %s\n", conf.relay_smarthost);
     else
         printf("  relay             remote mail by MX lookup, port %lld\n", conf.relay_mx_port);
+    printf("  local mail        Maildirs under %s/mailboxes/<user>/Maildir\n", conf.state_dir);
     printf("  local domains     ");
     for (size_t i = 0; i < conf.local_domains.n; i++)
         printf("%s%s", i ? ", " : "", conf.local_domains.v[i]);
@@ -402,7 +403,7 @@ int ops_run(const struct ops_args *a)
         buf_release(&url);
     }
 
-    static const char *const role_names[] = { "edge", "relay" };
+    static const char *const role_names[] = { "edge", "relay", "bridge" };
     sup.nroles = sizeof role_names / sizeof role_names[0];
     sup.roles = xcalloc(sup.nroles, sizeof *sup.roles);
     char self[PATH_MAX];

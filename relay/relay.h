@@ -25,7 +25,27 @@ struct dns;
 struct relay_dest;
 typedef struct ssl_ctx_st SSL_CTX;
 
+struct relay;
+struct relay_rcpt;
+
+/*
+ * What a role does with claimed recipients it delivers itself: the recipients of one message;
+ * relay_delivered() follows once each has its result.
+ */
+typedef void relay_deliver_fn(struct relay *rl, struct relay_rcpt **rcpts, size_t n);
+
+/* A role built on the scheduler: the relay (main stage, routes) or the mailbox bridge. */
+struct relay_role {
+    const char *name;               /* "relay", "bridge": logs, Redis client name */
+    const char *stage;              /* the stage it claims from */
+    relay_deliver_fn *deliver;      /* NULL: route (local stage or outbound SMTP) */
+    bool (*init)(struct relay *rl, struct buf *err);  /* may be NULL */
+    void (*fini)(struct relay *rl);                   /* may be NULL */
+};
+
 struct relay {
+    const struct relay_role *role;  /* what this process is */
+    void *role_data;                /* the role's own state */
     struct event_base *base;
     struct redis *redis;
     struct dns *dns;
@@ -98,7 +118,9 @@ enum tls_policy relay_tls_policy_for(const char *domain);
 struct strlist;
 bool relay_tls_check(const struct strlist *entries, struct buf *err) __attribute__((warn_unused_result));
 
-/* relay_main.c: runs the relay role on the loaded configuration until SIGTERM; exit status. */
+/* relay_main.c: runs a role on the loaded configuration until SIGTERM; exit status. */
+int relay_role_main(const struct relay_role *role);
+/* `mxgate relay`. */
 int relay_main(void);
 
 #endif

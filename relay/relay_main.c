@@ -1,5 +1,6 @@
 /*
- * relay_main.c - the relay role (`mxgate relay`): start-up, signals, graceful stop.
+ * relay_main.c - the roles built on the scheduler (`mxgate relay`, and `mxgate bridge` through
+ * relay_role_main()): start-up, signals, graceful stop.
  *
  * Connects to the queue's Redis, sets up DNS (c-ares) and an outbound TLS context, and runs the
  * scheduler (relay_sched.c). SIGTERM or SIGINT stops claiming and waits up to STOP_GRACE_MS for
@@ -81,21 +82,26 @@ static bool setup(struct relay_main *m)
     set_hostname(rl);
     struct redis_target target;
     if (conf.redis_url[0] == '\0') {
-        buf_puts(&err, "redis.url is empty: the relay needs the queue's Redis (`mxgate run` starts one)");
+        buf_printf(&err, "redis.url is empty: the %s needs the queue's Redis (`mxgate run` starts one)",
+                   rl->role->name);
         goto out;
     }
     if (!redis_url_parse(conf.redis_url, &target, &err))
         goto out;
-    rl->redis = redis_new(rl->base, &target, conf.redis_timeout, "mxgate-relay");
+    char name[64];
+    snprintf(name, sizeof name, "mxgate-%s", rl->role->name);
+    rl->redis = redis_new(rl->base, &target, conf.redis_timeout, name);
     redis_target_clear(&target);
     rl->dns = dns_new(rl->base, &conf.dns_servers, conf.dns_timeout, DNS_TRIES, &err);
     if (rl->dns == NULL)
         goto out;
-    if (conf.relay_tls != RELAY_TLS_NONE || conf.relay_domain_tls.n > 0) {
+    if (rl->role->deliver == NULL && (conf.relay_tls != RELAY_TLS_NONE || conf.relay_domain_tls.n > 0)) {
         rl->tls_ctx = tls_client_ctx_new(NULL, NULL, &err);
         if (rl->tls_ctx == NULL)
             goto out;
     }
+    if (rl->role->init != NULL && !rl->role->init(rl, &err))
+        goto out;
     ok = relay_start(rl);
 out:
     if (!ok && err.len > 0)
@@ -111,6 +117,8 @@ static void teardown(struct relay_main *m)
     if (rl->renew_timer != NULL)
         event_free(rl->renew_timer);
     relay_deliver_shutdown(rl);
+    if (rl->role->fini != NULL)
+        rl->role->fini(rl);
     dns_free(rl->dns);
     redis_free(rl->redis);
     SSL_CTX_free(rl->tls_ctx);
@@ -123,9 +131,16 @@ static void teardown(struct relay_main *m)
 
 int relay_main(void)
 {
+    static const struct relay_role relay = { "relay", RELAY_STAGE_MAIN, NULL, NULL, NULL };
+    return relay_role_main(&relay);
+}
+
+int relay_role_main(const struct relay_role *role)
+{
     signal(SIGPIPE, SIG_IGN);
     struct relay_main m;
     memset(&m, 0, sizeof m);
+    m.rl.role = role;
     m.rl.base = event_base_new();
     if (m.rl.base == NULL)
         log_fatal("cannot create the event loop");
@@ -138,10 +153,10 @@ int relay_main(void)
     m.stop_check = evtimer_new(m.rl.base, stop_check_cb, &m);
     evsignal_add(m.sigterm, NULL);
     evsignal_add(m.sigint, NULL);
-    log_msg(LOG_INFO, "started", NULL, "relay %s ready", m.rl.hostname);
+    log_msg(LOG_INFO, "started", NULL, "%s %s ready", role->name, m.rl.hostname);
     event_base_dispatch(m.rl.base);
-    log_msg(LOG_INFO, "stopped", NULL, "relay stopped: %llu delivered, %llu deferred, %llu failed",
-            m.rl.delivered, m.rl.deferred, m.rl.failed);
+    log_msg(LOG_INFO, "stopped", NULL, "%s stopped: %llu delivered, %llu deferred, %llu failed",
+            role->name, m.rl.delivered, m.rl.deferred, m.rl.failed);
     teardown(&m);
     return 0;
 }

@@ -140,6 +140,7 @@ static const char *reply_error(const redisReply *reply, const char *err)
 struct claim_call {
     relay_claim_fn *cb;
     void *arg;
+    const char *stage;
     char token[RELAY_TOKEN_LEN];
 };
 
@@ -161,6 +162,7 @@ static void claim_reply(redisReply *reply, const char *err, void *arg)
             log_msg(LOG_ERR, "queue-corrupt", NULL, "claimed member '%s' is not ID/index", m ? m : "");
             continue;
         }
+        claims[k].stage = call->stage;
         claims[k].member = xstrdup(m);
         claims[k].id = xstrndup(m, (size_t)(slash - m));
         claims[k].index = (unsigned)strtoul(slash + 1, NULL, 10);
@@ -192,6 +194,7 @@ bool relay_queue_claim(struct redis *r, const char *prefix, const char *stage, l
     struct claim_call *call = xcalloc(1, sizeof *call);
     call->cb = cb;
     call->arg = arg;
+    call->stage = stage;
     snprintf(call->token, sizeof call->token, "%s", token);
     bool sent = redis_command(r, claim_reply, call, 10, argv, NULL);
     if (!sent)
@@ -231,10 +234,9 @@ bool relay_queue_outcome(struct redis *r, const char *prefix, const struct relay
 {
     struct buf lease = BUF_INIT, target = BUF_INIT, rcpt = BUF_INIT, msg = BUF_INIT, body = BUF_INIT,
                logk = BUF_INIT, repo = BUF_INIT, last = BUF_INIT, owner = BUF_INIT;
-    relay_stage_key(&lease, prefix, RELAY_STAGE_MAIN, STAGE_LEASE);
-    relay_stage_key(&owner, prefix, RELAY_STAGE_MAIN, STAGE_OWNER);
-    relay_stage_key(&target, prefix, res->outcome == OUTCOME_ROUTED ? res->stage : RELAY_STAGE_MAIN,
-                    STAGE_DUE);
+    relay_stage_key(&lease, prefix, c->stage, STAGE_LEASE);
+    relay_stage_key(&owner, prefix, c->stage, STAGE_OWNER);
+    relay_stage_key(&target, prefix, res->outcome == OUTCOME_ROUTED ? res->stage : c->stage, STAGE_DUE);
     queue_key(&rcpt, prefix, "rcpt", c->id);
     queue_key(&msg, prefix, "msg", c->id);
     queue_key(&body, prefix, "body", c->id);

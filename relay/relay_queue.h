@@ -25,6 +25,7 @@ struct redis;
 
 /* A claimed recipient: "ID/index" and the token that proves the claim is still ours. */
 struct relay_claim {
+    const char *stage;      /* the stage it was claimed from (static string) */
     char *member;           /* "ID/index" */
     char *id;               /* ID */
     unsigned index;
@@ -75,6 +76,8 @@ struct relay_result {
 };
 
 /*
+ * A deferred or throttled recipient goes back to the due set of the stage it was claimed from;
+ * a routed one to res->stage's.
  * "ok" (recorded), "removed" (recorded, and it was the message's last recipient: its keys are
  * gone), "stale" (our lease had expired: someone else owns the recipient; nothing written), or
  * err on failure.

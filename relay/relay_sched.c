@@ -302,6 +302,24 @@ static int cmp_domain(const void *a, const void *b)
 /* Routes every recipient of a fetched message: local stage, or outbound per domain. */
 static void route(struct relay *rl, struct relay_msg *m)
 {
+    if (rl->role->deliver != NULL) {
+        /* A role that delivers itself (the mailbox bridge) takes the whole message. */
+        struct relay_rcpt **mine = xcalloc(m->nrcpts, sizeof *mine);
+        size_t n = 0;
+        for (size_t i = 0; i < m->nrcpts; i++) {
+            struct relay_rcpt *r = &m->rcpts[i];
+            if (r->to == NULL) {
+                set_result(r, OUTCOME_FAILED, 0, "5.3.0", "recipient record unreadable");
+                record(rl, r);
+            } else {
+                mine[n++] = r;
+            }
+        }
+        if (n > 0)
+            rl->role->deliver(rl, mine, n);
+        free(mine);
+        return;
+    }
     struct relay_rcpt **remote = xcalloc(m->nrcpts, sizeof *remote);
     size_t nremote = 0;
     for (size_t i = 0; i < m->nrcpts; i++) {
@@ -546,7 +564,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         return;     /* outcome_recorded ticks again as room frees up */
     char token[RELAY_TOKEN_LEN];
     snprintf(token, sizeof token, "%s-%llu", rl->node, ++rl->claims);
-    if (relay_queue_claim(rl->redis, conf.redis_prefix, RELAY_STAGE_MAIN, conf.relay_lease,
+    if (relay_queue_claim(rl->redis, conf.redis_prefix, rl->role->stage, conf.relay_lease,
                           (unsigned)(room < 100 ? room : 100), token, claimed, rl))
         rl->claiming = true;
     else
@@ -567,7 +585,7 @@ static void lease_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct relay *rl = arg;
-    if (!relay_queue_expire_leases(rl->redis, conf.redis_prefix, RELAY_STAGE_MAIN, expired_cb, rl))
+    if (!relay_queue_expire_leases(rl->redis, conf.redis_prefix, rl->role->stage, expired_cb, rl))
         return;
 }
 
@@ -593,7 +611,7 @@ static void renew_timer_cb(evutil_socket_t fd, short what, void *arg)
             batch[n++] = &m->rcpts[i].claim;
     for (size_t i = 0; i < n; i += 500) {
         size_t k = n - i < 500 ? n - i : 500;
-        if (!relay_queue_renew(rl->redis, conf.redis_prefix, RELAY_STAGE_MAIN, conf.relay_lease,
+        if (!relay_queue_renew(rl->redis, conf.redis_prefix, rl->role->stage, conf.relay_lease,
                                batch + i, k, renewed_cb, (void *)(uintptr_t)k))
             break;
     }

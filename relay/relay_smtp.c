@@ -10,11 +10,13 @@
  * are written (MAIL, all RCPTs and DATA in one write under PIPELINING) and each reply takes the
  * head. Bytes arriving while the queue is empty were never asked for: a protocol error (4.5.0),
  * the connection is dropped. Replies are parsed strictly (codes, separators, 512-byte lines, a
- * bounded number of lines and bytes). Each wait is bounded by its RFC 5321 §4.5.3.2 timeout.
+ * bounded number of lines and bytes) by relay_reply_feed() in relay_smtp_reply.c. Each wait is
+ * bounded by its RFC 5321 §4.5.3.2 timeout.
  *
- * The message goes out dot-stuffed, and any bare CR or LF is written as CRLF, so the wire never
- * carries a bare line-end byte whatever the body holds. An 8-bit body goes out as it is to a
- * server that does not offer 8BITMIME (no MIME down-conversion; the body then lacks BODY=).
+ * The message goes out dot-stuffed (relay_stuff(), relay_smtp_reply.c), and any bare CR or LF is
+ * written as CRLF, so the wire never carries a bare line-end byte whatever the body holds. An
+ * 8-bit body goes out as it is to a server that does not offer 8BITMIME (no MIME down-conversion;
+ * the body then lacks BODY=).
  *
  * Failures: 2xx delivered, 4xx deferred, 5xx failed, per recipient; a reply to DATA or to the
  * final dot decides every recipient accepted at RCPT; 421, timeouts, refused and lost
@@ -40,7 +42,6 @@
 #define BODY_CHUNK 16384        /* body bytes stuffed per step */
 #define BODY_HIGH 65536         /* stop filling the socket's output above this */
 #define BODY_LOW 16384          /* refill when it drains below this */
-#define TEXT_MAX 1000           /* input bytes of reply text kept per result */
 
 enum expect_kind { EX_GREETING, EX_EHLO, EX_HELO, EX_STARTTLS, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT, EX_RSET,
                    EX_QUIT };
@@ -130,18 +131,6 @@ struct relay_smtp {
     bool in_cb, freed;          /* relay_smtp_free() inside a callback: release afterwards */
 };
 
-static const char *const phase_names[] = {
-    [RELAY_PHASE_CONNECT] = "connect", [RELAY_PHASE_GREETING] = "greeting", [RELAY_PHASE_EHLO] = "EHLO",
-    [RELAY_PHASE_HELO] = "HELO", [RELAY_PHASE_STARTTLS] = "STARTTLS", [RELAY_PHASE_TLS] = "TLS handshake",
-    [RELAY_PHASE_MAIL] = "MAIL FROM", [RELAY_PHASE_RCPT] = "RCPT TO", [RELAY_PHASE_DATA] = "DATA",
-    [RELAY_PHASE_BODY] = "end of data", [RELAY_PHASE_RSET] = "RSET", [RELAY_PHASE_QUIT] = "QUIT",
-};
-
-const char *relay_phase_name(enum relay_phase p)
-{
-    return (size_t)p < sizeof phase_names / sizeof phase_names[0] ? phase_names[p] : "unknown";
-}
-
 void relay_smtp_timeouts_default(struct relay_smtp_timeouts *t)
 {
     *t = (struct relay_smtp_timeouts){
@@ -149,169 +138,6 @@ void relay_smtp_timeouts_default(struct relay_smtp_timeouts *t)
         .mail_ms = 300000, .rcpt_ms = 300000, .data_init_ms = 120000, .data_block_ms = 180000,
         .data_done_ms = 600000, .rset_ms = 300000, .quit_ms = 300000,
     };
-}
-
-/* ---- replies ---- */
-
-void relay_reply_reset(struct relay_reply *r)
-{
-    r->code = 0;
-    r->nlines = 0;
-    r->bytes = 0;
-    r->done = false;
-    buf_reset(&r->text);
-}
-
-void relay_reply_release(struct relay_reply *r)
-{
-    buf_release(&r->text);
-}
-
-enum relay_reply_feed relay_reply_feed(struct relay_reply *r, const char *line, size_t n, struct buf *why)
-{
-    if (r->done) {
-        buf_puts(why, "reply already complete");
-        return RELAY_REPLY_BAD;
-    }
-    if (n + 2 > RELAY_REPLY_LINE_MAX) {
-        buf_printf(why, "reply line longer than %d bytes", RELAY_REPLY_LINE_MAX);
-        return RELAY_REPLY_BAD;
-    }
-    r->bytes += n + 2;
-    if (++r->nlines > RELAY_REPLY_LINES_MAX || r->bytes > RELAY_REPLY_BYTES_MAX) {
-        buf_printf(why, "reply longer than %d lines or %d bytes", RELAY_REPLY_LINES_MAX, RELAY_REPLY_BYTES_MAX);
-        return RELAY_REPLY_BAD;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (line[i] == '\0' || line[i] == '\r' || line[i] == '\n') {
-            buf_puts(why, "NUL, CR or LF inside a reply line");
-            return RELAY_REPLY_BAD;
-        }
-    }
-    /* RFC 5321 §4.2: first digit 2-5, second 0-5, third 0-9 */
-    if (n < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '5' || line[2] < '0'
-        || line[2] > '9') {
-        buf_puts(why, "malformed reply code");
-        return RELAY_REPLY_BAD;
-    }
-    int code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
-    if (r->code != 0 && code != r->code) {
-        buf_printf(why, "reply code %d after %d in one reply", code, r->code);
-        return RELAY_REPLY_BAD;
-    }
-    if (n > 3 && line[3] != ' ' && line[3] != '-') {
-        buf_puts(why, "malformed reply separator");
-        return RELAY_REPLY_BAD;
-    }
-    r->code = code;
-    if (r->nlines > 1)
-        buf_putc(&r->text, '\n');
-    if (n > 4)
-        buf_append(&r->text, line + 4, n - 4);
-    r->done = n == 3 || line[3] == ' ';
-    return r->done ? RELAY_REPLY_DONE : RELAY_REPLY_MORE;
-}
-
-/* Length of an RFC 3463 status code of class cls at p[0..n) followed by a space or the end; 0 if none. */
-static size_t status_len(const char *p, size_t n, int cls)
-{
-    if (n < 5 || p[0] != '0' + cls || p[1] != '.')
-        return 0;
-    size_t i = 2;
-    for (int part = 0; part < 2; part++) {
-        size_t d = 0;
-        while (i < n && d < 4 && p[i] >= '0' && p[i] <= '9') {
-            i++;
-            d++;
-        }
-        if (d == 0 || d > 3 || (part == 0 && (i >= n || p[i++] != '.')))
-            return 0;
-    }
-    return i == n || p[i] == ' ' ? i : 0;
-}
-
-void relay_reply_status(const struct relay_reply *r, char out_status[16], struct buf *text)
-{
-    int cls = r->code / 100;
-    snprintf(out_status, 16, "%d.0.0", cls);
-    const char *p = buf_cstr(&r->text), *end = p + r->text.len;
-    size_t budget = TEXT_MAX;
-    for (bool first = true; p <= end; first = false) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t n = nl != NULL ? (size_t)(nl - p) : (size_t)(end - p);
-        size_t s = status_len(p, n, cls);
-        if (first && s > 0)
-            snprintf(out_status, 16, "%.*s", (int)s, p);
-        if (s > 0) {    /* servers repeat the code on every line; the text does not need it */
-            p += s;
-            n -= s;
-            if (n > 0) {
-                p++;
-                n--;
-            }
-        }
-        if (n > 0 && budget > 0) {
-            if (text->len > 0)
-                buf_putc(text, ' ');
-            size_t take = n < budget ? n : budget;
-            buf_append_sanitized(text, p, n, take);
-            budget -= take;
-        }
-        if (nl == NULL)
-            break;
-        p = nl + 1;
-    }
-}
-
-/* ---- dot-stuffing ---- */
-
-void relay_stuff_init(struct relay_stuffer *s)
-{
-    s->bol = true;
-    s->cr = false;
-}
-
-void relay_stuff(struct relay_stuffer *s, const char *p, size_t n, struct buf *out)
-{
-    size_t i = 0;
-    while (i < n) {
-        char ch = p[i];
-        if (s->cr) {    /* CR then anything: the line ended; CRLF keeps its LF */
-            s->cr = false;
-            buf_append(out, "\r\n", 2);
-            s->bol = true;
-            if (ch == '\n') {
-                i++;
-                continue;
-            }
-        }
-        if (ch == '\r') {
-            s->cr = true;
-            i++;
-        } else if (ch == '\n') {
-            buf_append(out, "\r\n", 2);
-            s->bol = true;
-            i++;
-        } else {
-            if (s->bol && ch == '.')
-                buf_putc(out, '.');
-            size_t j = i;
-            while (j < n && p[j] != '\r' && p[j] != '\n')
-                j++;
-            buf_append(out, p + i, j - i);
-            s->bol = false;
-            i = j;
-        }
-    }
-}
-
-void relay_stuff_end(struct relay_stuffer *s, struct buf *out)
-{
-    if (s->cr || !s->bol)
-        buf_append(out, "\r\n", 2);
-    s->cr = false;
-    s->bol = true;
-    buf_append(out, ".\r\n", 3);
 }
 
 /* ---- verdicts and results ---- */
@@ -331,7 +157,7 @@ static void verdict_local(struct verdict *v, enum relay_smtp_outcome o, const ch
     va_start(ap, fmt);
     buf_vprintf(&raw, fmt, ap);
     va_end(ap);
-    buf_append_sanitized(&v->text, raw.data, raw.len, TEXT_MAX);
+    buf_append_sanitized(&v->text, raw.data, raw.len, RELAY_REPLY_TEXT_MAX);
     buf_release(&raw);
 }
 
@@ -546,6 +372,16 @@ static void addr_failed(struct relay_smtp *c, struct verdict *v)
         return;
     }
     session_fail(c, v, false);
+}
+
+/* The conversation broke off (a lost connection, a timeout): while the greeting is awaited the next
+ * address gets its chance, otherwise everything undecided gets v. */
+static void broken_off(struct relay_smtp *c, struct verdict *v)
+{
+    if (c->exp_n > 0 && c->exp[c->exp_head].kind == EX_GREETING)
+        addr_failed(c, v);
+    else
+        session_fail(c, v, false);
 }
 
 static void protocol_error(struct relay_smtp *c, enum relay_phase ph, const char *why, const char *sample, size_t n)
@@ -905,6 +741,17 @@ static void body_fill(struct relay_smtp *c)
     bufferevent_write(c->bev, c->scratch.data, c->scratch.len);
 }
 
+/* The reply just parsed decides every recipient accepted at RCPT and not decided yet. */
+static void decide_accepted(struct relay_smtp *c, enum relay_phase ph)
+{
+    struct verdict v;
+    verdict_reply(c, &v, ph);
+    for (size_t i = 0; i < c->job->nrcpts; i++)
+        if (c->rs[i].accepted && !c->rs[i].final)
+            apply(c, i, &v);
+    buf_release(&v.text);
+}
+
 static void on_tx_reply(struct relay_smtp *c, struct expect e)
 {
     int cls = c->reply.code / 100;
@@ -959,23 +806,14 @@ static void on_tx_reply(struct relay_smtp *c, struct expect e)
             expect_push(c, EX_DOT, 0);
             bufferevent_write(c->bev, ".\r\n", 3);
         } else {
-            if (c->mail_ok) {
-                verdict_reply(c, &v, RELAY_PHASE_DATA);
-                for (size_t i = 0; i < c->job->nrcpts; i++)
-                    if (c->rs[i].accepted && !c->rs[i].final)
-                        apply(c, i, &v);
-                buf_release(&v.text);
-            }
+            if (c->mail_ok)
+                decide_accepted(c, RELAY_PHASE_DATA);
             tx_end(c);
         }
         break;
     case EX_DOT:
         c->need_rset = false;   /* the transaction is over whatever the reply */
-        verdict_reply(c, &v, RELAY_PHASE_BODY);
-        for (size_t i = 0; i < c->job->nrcpts; i++)
-            if (c->rs[i].accepted && !c->rs[i].final)
-                apply(c, i, &v);
-        buf_release(&v.text);
+        decide_accepted(c, RELAY_PHASE_BODY);
         tx_end(c);
         break;
     default:
@@ -1126,10 +964,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     }
     verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.2", current_phase(c), "lost connection with %s[%s] while %s",
                   c->mx_host, c->ip, doing(c));
-    if (c->exp_n > 0 && c->exp[c->exp_head].kind == EX_GREETING)
-        addr_failed(c, &v);
-    else
-        session_fail(c, &v, false);
+    broken_off(c, &v);
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -1164,10 +999,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     }
     verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.2", current_phase(c), "conversation with %s[%s] timed out while %s",
                   c->mx_host, c->ip, doing(c));
-    if (c->exp_n > 0 && c->exp[c->exp_head].kind == EX_GREETING)
-        addr_failed(c, &v);
-    else
-        session_fail(c, &v, false);
+    broken_off(c, &v);
 }
 
 /* ---- lifecycle ---- */

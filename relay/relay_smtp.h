@@ -173,12 +173,14 @@ void relay_smtp_free(struct relay_smtp *c);
 /* Number of transactions started on this connection. */
 unsigned relay_smtp_transactions(const struct relay_smtp *c);
 
-/* ---- the pieces below are pure functions, exposed for table-driven tests ---- */
+/* ---- the pieces below are pure functions (relay_smtp_reply.c), exposed for table-driven tests ---- */
 
 /* Longest reply line, CRLF included (RFC 5321 §4.5.3.1.5), lines per reply and bytes per reply. */
 #define RELAY_REPLY_LINE_MAX 512
 #define RELAY_REPLY_LINES_MAX 100
 #define RELAY_REPLY_BYTES_MAX 16384
+/* Input bytes of text kept per result: of a reply (relay_reply_status) or of a local reason. */
+#define RELAY_REPLY_TEXT_MAX 1000
 
 /* A reply being parsed, line by line. Zero it (or relay_reply_reset) before the first line. */
 struct relay_reply {

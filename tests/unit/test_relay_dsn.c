@@ -1,14 +1,12 @@
 /*
  * test_relay_dsn.c - unit tests of delivery status notifications (relay/relay_dsn.c).
  *
- * A small structural checker parses every DSN built here back: CR LF only, no line over 998
- * octets, the top header fields (each exactly once), the boundary (present on no line but the
- * delimiters), the parts with their header fields, and the message/delivery-status groups with
- * the fields RFC 3464 requires. Tests then assert exact values: the NOTIFY decision table, the
- * null sender, RET=FULL/HDRS/absent with the size cap, NUL and long lines, delayed and success
- * reports, ENVID and ORCPT, status classes, dates and Message-ID, hostile network text (CR LF in
- * replies, addresses and ENVID), boundary collisions, bare LF in the original, UTF-8 addresses,
- * 8-bit bodies. One DSN is written to a file (kept at $MXGATE_DSN_SAMPLE when set) and read back.
+ * Every DSN built here is read back by the structural checker of support/dsn_check.c (CR LF
+ * lines, header fields, boundary, parts, delivery-status groups). Tests then assert exact values:
+ * the NOTIFY decision table, the null sender, RET=FULL/HDRS/absent with the size cap, NUL and long
+ * lines, delayed and success reports, ENVID and ORCPT, status classes, dates and Message-ID,
+ * hostile network text (CR LF in replies, addresses and ENVID), boundary collisions, bare LF in
+ * the original, UTF-8 addresses, 8-bit bodies. One DSN is written to a file (kept at $MXGATE_DSN_SAMPLE when set) and read back.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,275 +16,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "buf.h"
 #include "relay_dsn.h"
+#include "support/dsn_check.h"
 
 #define NOW 1700000000000LL                 /* Tue, 14 Nov 2023 22:13:20 +0000 */
 #define NOW_DATE "Tue, 14 Nov 2023 22:13:20 +0000"
-
-/* ---- the structural checker ---------------------------------------------------------------- */
-
-struct field {
-    char *name;
-    char *value;                /* unfolded: CR LF removed, the white space after it kept */
-};
-
-struct fields {
-    struct field f[40];
-    size_t n;
-};
-
-struct part {
-    struct fields hdr;
-    char *content;              /* bytes between the empty line and the next delimiter's CR LF */
-    size_t content_len;
-};
-
-struct parsed {
-    struct fields top;
-    char boundary[100];
-    struct part parts[5];
-    size_t nparts;
-    struct fields groups[12];   /* delivery-status: per-message, then one per recipient */
-    size_t ngroups;
-    const char *body;           /* after the top header section */
-};
-
-static void fields_free(struct fields *fs)
-{
-    for (size_t i = 0; i < fs->n; i++) {
-        free(fs->f[i].name);
-        free(fs->f[i].value);
-    }
-    fs->n = 0;
-}
-
-static void parsed_free(struct parsed *ps)
-{
-    fields_free(&ps->top);
-    for (size_t i = 0; i < ps->nparts; i++) {
-        fields_free(&ps->parts[i].hdr);
-        free(ps->parts[i].content);
-    }
-    for (size_t i = 0; i < ps->ngroups; i++)
-        fields_free(&ps->groups[i]);
-    memset(ps, 0, sizeof *ps);
-}
-
-/* Every line ends in CR LF, no CR or LF alone, no line longer than 998 octets. */
-static void check_lines(const char *s, size_t n)
-{
-    size_t col = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\r') {
-            if (i + 1 >= n || s[i + 1] != '\n')
-                fail_msg("bare CR at offset %zu", i);
-            i++;
-            col = 0;
-            continue;
-        }
-        if (s[i] == '\n')
-            fail_msg("bare LF at offset %zu", i);
-        if (++col > 998)
-            fail_msg("line over 998 octets at offset %zu", i);
-    }
-    if (n < 2 || s[n - 2] != '\r' || s[n - 1] != '\n')
-        fail_msg("text does not end with CR LF");
-}
-
-/* Parses a header section at s (n bytes); returns the bytes used, blank line included. */
-static size_t parse_fields(const char *s, size_t n, struct fields *fs)
-{
-    size_t pos = 0;
-    while (pos < n) {
-        const char *eol = memmem(s + pos, n - pos, "\r\n", 2);
-        size_t len = eol != NULL ? (size_t)(eol - (s + pos)) : n - pos;
-        const char *line = s + pos;
-        pos += len + (eol != NULL ? 2 : 0);
-        if (len == 0)
-            break;
-        if (line[0] == ' ' || line[0] == '\t') {
-            if (fs->n == 0)
-                fail_msg("continuation line before any field: %.*s", (int)len, line);
-            struct field *f = &fs->f[fs->n - 1];
-            size_t old = strlen(f->value);
-            f->value = realloc(f->value, old + len + 1);
-            memcpy(f->value + old, line, len);
-            f->value[old + len] = '\0';
-            continue;
-        }
-        const char *colon = memchr(line, ':', len);
-        if (colon == NULL || colon == line)
-            fail_msg("not a header field: %.*s", (int)len, line);
-        for (const char *c = line; c < colon; c++) {
-            if (*c <= ' ' || *c >= 0x7f)
-                fail_msg("bad field name: %.*s", (int)len, line);
-        }
-        assert_true(fs->n < sizeof fs->f / sizeof fs->f[0]);
-        const char *v = colon + 1;
-        while (v < line + len && (*v == ' ' || *v == '\t'))
-            v++;
-        fs->f[fs->n].name = strndup(line, (size_t)(colon - line));
-        fs->f[fs->n].value = strndup(v, (size_t)(line + len - v));
-        fs->n++;
-    }
-    return pos;
-}
-
-/* The value of the one field called name (case-insensitive), or NULL; fails when repeated. */
-static const char *get(const struct fields *fs, const char *name)
-{
-    const char *found = NULL;
-    for (size_t i = 0; i < fs->n; i++) {
-        if (strcasecmp(fs->f[i].name, name) == 0) {
-            if (found != NULL)
-                fail_msg("field %s appears twice", name);
-            found = fs->f[i].value;
-        }
-    }
-    return found;
-}
-
-static const char *need(const struct fields *fs, const char *name)
-{
-    const char *v = get(fs, name);
-    if (v == NULL)
-        fail_msg("field %s missing", name);
-    return v;
-}
-
-/* fs holds exactly these fields in this order; a NULL value is not compared. */
-static void expect_fields(const struct fields *fs, const char *const (*want)[2], size_t n)
-{
-    assert_int_equal(fs->n, n);
-    for (size_t i = 0; i < n; i++) {
-        assert_string_equal(fs->f[i].name, want[i][0]);
-        if (want[i][1] != NULL)
-            assert_string_equal(fs->f[i].value, want[i][1]);
-    }
-}
-
-static bool status_syntax_ok(const char *s)
-{
-    if ((s[0] != '2' && s[0] != '4' && s[0] != '5') || s[1] != '.')
-        return false;
-    s += 2;
-    for (int k = 0; k < 2; k++) {
-        size_t d = strspn(s, "0123456789");
-        if (d < 1 || d > 3)
-            return false;
-        s += d;
-        if (k == 0 && *s++ != '.')
-            return false;
-    }
-    return *s == '\0';
-}
-
-/*
- * Checks the whole DSN and fills ps: top fields, boundary, parts, delivery-status groups.
- * Fails the test on any structural error.
- */
-static void check_dsn(const char *s, size_t n, struct parsed *ps)
-{
-    memset(ps, 0, sizeof *ps);
-    check_lines(s, n);
-    size_t hlen = parse_fields(s, n, &ps->top);
-    static const char *const once[] = { "From", "To", "Subject", "Date", "Message-ID",
-                                        "MIME-Version", "Auto-Submitted", "Content-Type" };
-    for (size_t i = 0; i < sizeof once / sizeof once[0]; i++)
-        need(&ps->top, once[i]);
-    assert_string_equal(need(&ps->top, "MIME-Version"), "1.0");
-    assert_string_equal(need(&ps->top, "Auto-Submitted"), "auto-replied");
-
-    const char *ct = need(&ps->top, "Content-Type");
-    assert_true(strncmp(ct, "multipart/report; report-type=", 30) == 0);
-    const char *bp = strstr(ct, "boundary=\"");
-    assert_non_null(bp);
-    bp += 10;
-    const char *bq = strchr(bp, '"');
-    assert_non_null(bq);
-    assert_true(bq - bp > 0 && (size_t)(bq - bp) < sizeof ps->boundary);
-    memcpy(ps->boundary, bp, (size_t)(bq - bp));
-    assert_int_equal(strspn(ps->boundary, "abcdefghijklmnopqrstuvwxyz"
-                                          "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789'()+_,-./:=?"),
-                     strlen(ps->boundary));
-
-    /* walk the body line by line: "--B" opens a part, "--B--" closes, nothing else starts
-     * with "--B" */
-    char delim[110], close[112];
-    snprintf(delim, sizeof delim, "--%s", ps->boundary);
-    snprintf(close, sizeof close, "--%s--", ps->boundary);
-    ps->body = s + hlen;
-    size_t pos = hlen, part_start = 0;
-    bool in_part = false, closed = false;
-    while (pos < n) {
-        const char *eol = memmem(s + pos, n - pos, "\r\n", 2);
-        size_t len = (size_t)(eol - (s + pos));
-        const char *line = s + pos;
-        bool is_delim = len == strlen(delim) && memcmp(line, delim, len) == 0;
-        bool is_close = len == strlen(close) && memcmp(line, close, len) == 0;
-        if (closed)
-            fail_msg("text after the closing delimiter");
-        if (!is_delim && !is_close && len >= strlen(delim) && memcmp(line, delim, strlen(delim)) == 0)
-            fail_msg("boundary inside a part: %.*s", (int)len, line);
-        if (is_delim || is_close) {
-            if (in_part) {
-                /* the CR LF before the delimiter belongs to it */
-                assert_true(pos - 2 >= part_start);
-                struct part *p = &ps->parts[ps->nparts++];
-                size_t plen = pos - 2 - part_start;
-                size_t used = parse_fields(s + part_start, plen, &p->hdr);
-                p->content_len = plen - used;
-                p->content = strndup(s + part_start + used, p->content_len);
-                assert_non_null(get(&p->hdr, "Content-Type"));
-                assert_true(ps->nparts < sizeof ps->parts / sizeof ps->parts[0]);
-            }
-            in_part = is_delim;
-            closed = is_close;
-            part_start = pos + len + 2;
-        }
-        pos += len + 2;
-    }
-    assert_true(closed);
-    assert_true(ps->nparts == 2 || ps->nparts == 3);
-
-    assert_true(strncmp(need(&ps->parts[0].hdr, "Content-Type"), "text/plain; charset=", 20) == 0);
-    const char *st = need(&ps->parts[1].hdr, "Content-Type");
-    assert_true(strcmp(st, "message/delivery-status") == 0 ||
-                strcmp(st, "message/global-delivery-status") == 0);
-    char want_ct[200];
-    snprintf(want_ct, sizeof want_ct, "multipart/report; report-type=%s;\tboundary=\"%s\"",
-             st + 8, ps->boundary);
-    assert_string_equal(ct, want_ct);
-
-    /* the delivery-status groups */
-    const char *c = ps->parts[1].content;
-    size_t cl = ps->parts[1].content_len, used = 0;
-    while (used < cl) {
-        assert_true(ps->ngroups < sizeof ps->groups / sizeof ps->groups[0]);
-        used += parse_fields(c + used, cl - used, &ps->groups[ps->ngroups++]);
-    }
-    assert_true(ps->ngroups >= 2);
-    assert_true(strncmp(need(&ps->groups[0], "Reporting-MTA"), "dns; ", 5) == 0);
-    assert_null(get(&ps->groups[0], "Final-Recipient"));
-    for (size_t g = 1; g < ps->ngroups; g++) {
-        const char *fr = need(&ps->groups[g], "Final-Recipient");
-        assert_true(strncmp(fr, "rfc822;", 7) == 0 || strncmp(fr, "utf-8;", 6) == 0);
-        const char *a = need(&ps->groups[g], "Action");
-        assert_true(strcmp(a, "failed") == 0 || strcmp(a, "delayed") == 0 ||
-                    strcmp(a, "delivered") == 0 || strcmp(a, "relayed") == 0 ||
-                    strcmp(a, "expanded") == 0);
-        const char *sv = need(&ps->groups[g], "Status");
-        if (!status_syntax_ok(sv))
-            fail_msg("bad Status: %s", sv);
-        assert_null(get(&ps->groups[g], "Reporting-MTA"));
-    }
-}
 
 /* ---- fixtures ------------------------------------------------------------------------------ */
 
@@ -320,26 +59,26 @@ static struct relay_dsn_msg msg_for(const struct relay_dsn_rcpt *r, size_t n)
 
 /* The last DSN built, parsed back, and what the builder said; build() replaces them. */
 static struct buf out;
-static struct parsed ps;
+static struct dsn_check_parsed ps;
 static struct relay_dsn_info info;
 static bool rep[8];
 
 /* Builds m's DSN into out, checks its structure into ps; returns the recipient count. */
 static size_t build(const struct relay_dsn_msg *m)
 {
-    parsed_free(&ps);
+    dsn_check_free(&ps);
     buf_release(&out);
     assert_true(m->nrcpts <= sizeof rep / sizeof rep[0]);
     size_t n = relay_dsn_build(m, &out, rep, &info);
     if (n > 0)
-        check_dsn(out.data, out.len, &ps);
+        dsn_check_parse(out.data, out.len, &ps);
     return n;
 }
 
 static int release_all(void **state)
 {
     (void)state;
-    parsed_free(&ps);
+    dsn_check_free(&ps);
     buf_release(&out);
     return 0;
 }
@@ -444,15 +183,15 @@ static void test_failed_full(void **state)
         { "Auto-Submitted", "auto-replied" },
         { "Content-Type", NULL },
     };
-    expect_fields(&ps.top, top, 8);
+    dsn_check_expect_fields(&ps.top, top, 8);
     char want_ct[200];
     snprintf(want_ct, sizeof want_ct,
              "multipart/report; report-type=delivery-status;\tboundary=\"%s\"", ps.boundary);
-    assert_string_equal(get(&ps.top, "Content-Type"), want_ct);
+    assert_string_equal(dsn_check_get(&ps.top, "Content-Type"), want_ct);
     assert_int_equal(strncmp(ps.boundary, "=_mxgate_", 9), 0);
     assert_int_equal(strlen(ps.boundary), 9 + 16);
     /* Message-ID: <YYYYMMDDhhmmss.<16 hex>@host>, and info has it without brackets */
-    const char *mid = get(&ps.top, "Message-ID");
+    const char *mid = dsn_check_get(&ps.top, "Message-ID");
     assert_int_equal(strncmp(mid, "<20231114221320.", 16), 0);
     assert_int_equal(strspn(mid + 16, "0123456789abcdef"), 16);
     assert_string_equal(mid + 32, "@mx.example.test>");
@@ -464,13 +203,13 @@ static void test_failed_full(void **state)
 
     /* parts */
     assert_int_equal(ps.nparts, 3);
-    assert_string_equal(get(&ps.parts[0].hdr, "Content-Type"), "text/plain; charset=us-ascii");
-    assert_string_equal(get(&ps.parts[0].hdr, "Content-Description"), "Notification");
-    assert_null(get(&ps.parts[0].hdr, "Content-Transfer-Encoding"));
-    assert_string_equal(get(&ps.parts[1].hdr, "Content-Type"), "message/delivery-status");
-    assert_string_equal(get(&ps.parts[1].hdr, "Content-Description"), "Delivery report");
-    assert_string_equal(get(&ps.parts[2].hdr, "Content-Type"), "message/rfc822");
-    assert_string_equal(get(&ps.parts[2].hdr, "Content-Description"), "Undelivered Message");
+    assert_string_equal(dsn_check_get(&ps.parts[0].hdr, "Content-Type"), "text/plain; charset=us-ascii");
+    assert_string_equal(dsn_check_get(&ps.parts[0].hdr, "Content-Description"), "Notification");
+    assert_null(dsn_check_get(&ps.parts[0].hdr, "Content-Transfer-Encoding"));
+    assert_string_equal(dsn_check_get(&ps.parts[1].hdr, "Content-Type"), "message/delivery-status");
+    assert_string_equal(dsn_check_get(&ps.parts[1].hdr, "Content-Description"), "Delivery report");
+    assert_string_equal(dsn_check_get(&ps.parts[2].hdr, "Content-Type"), "message/rfc822");
+    assert_string_equal(dsn_check_get(&ps.parts[2].hdr, "Content-Description"), "Undelivered Message");
     /* the original comes back byte for byte */
     assert_int_equal(ps.parts[2].content_len, sizeof orig_small - 1);
     assert_memory_equal(ps.parts[2].content, orig_small, sizeof orig_small - 1);
@@ -501,8 +240,8 @@ static void test_failed_full(void **state)
         { "Diagnostic-Code", "smtp; 550 5.1.1 <bob@remote.test>: no such user" },
         { "Last-Attempt-Date", "Tue, 14 Nov 2023 22:12:20 +0000" },
     };
-    expect_fields(&ps.groups[0], g0, 4);
-    expect_fields(&ps.groups[1], g1, 7);
+    dsn_check_expect_fields(&ps.groups[0], g0, 4);
+    dsn_check_expect_fields(&ps.groups[1], g1, 7);
 }
 
 /* ---- which part of the original comes back ------------------------------------------------- */
@@ -580,10 +319,10 @@ static void test_ret_table(void **state)
         } else {
             if (ps.nparts != 3)
                 fail_msg("row %zu: %zu parts, want 3", i, ps.nparts);
-            if (strcmp(get(&ps.parts[2].hdr, "Content-Type"), rows[i].type) != 0)
-                fail_msg("row %zu: type %s, want %s", i, get(&ps.parts[2].hdr, "Content-Type"),
+            if (strcmp(dsn_check_get(&ps.parts[2].hdr, "Content-Type"), rows[i].type) != 0)
+                fail_msg("row %zu: type %s, want %s", i, dsn_check_get(&ps.parts[2].hdr, "Content-Type"),
                          rows[i].type);
-            assert_string_equal(get(&ps.parts[2].hdr, "Content-Description"), rows[i].descr);
+            assert_string_equal(dsn_check_get(&ps.parts[2].hdr, "Content-Description"), rows[i].descr);
             if (info.full != (strcmp(rows[i].type, "message/rfc822") == 0))
                 fail_msg("row %zu: info.full %d", i, info.full);
             if (rows[i].content != NULL &&
@@ -645,14 +384,14 @@ static void test_delayed_and_success(void **state)
     assert_false(rep[1]);
     assert_false(rep[2]);
     assert_int_equal(info.kind, DSN_ACTION_DELAYED);
-    assert_string_equal(get(&ps.top, "Subject"), "Delayed Mail (still being retried)");
+    assert_string_equal(dsn_check_get(&ps.top, "Subject"), "Delayed Mail (still being retried)");
     assert_int_equal(ps.ngroups, 2);
-    assert_string_equal(get(&ps.groups[1], "Action"), "delayed");
-    assert_string_equal(get(&ps.groups[1], "Status"), "4.4.1");
-    assert_string_equal(get(&ps.groups[1], "Will-Retry-Until"), "Sat, 18 Nov 2023 22:13:20 +0000");
-    assert_string_equal(get(&ps.groups[1], "Diagnostic-Code"), "smtp; 451 4.4.1 try again later");
-    assert_null(get(&ps.groups[0], "Original-Envelope-Id"));
-    assert_null(get(&ps.groups[1], "Original-Recipient"));
+    assert_string_equal(dsn_check_get(&ps.groups[1], "Action"), "delayed");
+    assert_string_equal(dsn_check_get(&ps.groups[1], "Status"), "4.4.1");
+    assert_string_equal(dsn_check_get(&ps.groups[1], "Will-Retry-Until"), "Sat, 18 Nov 2023 22:13:20 +0000");
+    assert_string_equal(dsn_check_get(&ps.groups[1], "Diagnostic-Code"), "smtp; 451 4.4.1 try again later");
+    assert_null(dsn_check_get(&ps.groups[0], "Original-Envelope-Id"));
+    assert_null(dsn_check_get(&ps.groups[1], "Original-Recipient"));
     assert_non_null(strstr(ps.parts[0].content, "<bob@remote.test>: not delivered yet (4.4.1); trying "
                                                 "until Sat, 18 Nov 2023\r\n    22:13:20 +0000\r\n"));
 
@@ -660,8 +399,8 @@ static void test_delayed_and_success(void **state)
     r[0].action = DSN_ACTION_FAILED;
     r[0].status = "5.4.7";
     assert_int_equal(build(&m), 1);
-    assert_null(get(&ps.groups[1], "Will-Retry-Until"));
-    assert_string_equal(get(&ps.top, "Subject"), "Undelivered Mail Returned to Sender");
+    assert_null(dsn_check_get(&ps.groups[1], "Will-Retry-Until"));
+    assert_string_equal(dsn_check_get(&ps.top, "Subject"), "Undelivered Mail Returned to Sender");
 
     /* success: only for NOTIFY=SUCCESS; relayed and expanded too */
     static const enum dsn_action ok[] = { DSN_ACTION_DELIVERED, DSN_ACTION_RELAYED, DSN_ACTION_EXPANDED };
@@ -674,9 +413,9 @@ static void test_delayed_and_success(void **state)
         struct relay_dsn_msg sm = msg_for(s, 1);
         assert_int_equal(build(&sm), 1);
         assert_int_equal(info.kind, DSN_ACTION_DELIVERED);
-        assert_string_equal(get(&ps.top, "Subject"), "Successful Mail Delivery Report");
-        assert_string_equal(get(&ps.groups[1], "Action"), relay_dsn_action_name(ok[i]));
-        assert_string_equal(get(&ps.groups[1], "Status"), "2.0.0");
+        assert_string_equal(dsn_check_get(&ps.top, "Subject"), "Successful Mail Delivery Report");
+        assert_string_equal(dsn_check_get(&ps.groups[1], "Action"), relay_dsn_action_name(ok[i]));
+        assert_string_equal(dsn_check_get(&ps.groups[1], "Status"), "2.0.0");
     }
 }
 
@@ -718,8 +457,8 @@ static void test_status_table(void **state)
         r[0].notify = DSN_NOTIFY_SUCCESS | DSN_NOTIFY_FAILURE | DSN_NOTIFY_DELAY;
         struct relay_dsn_msg m = msg_for(r, 1);
         assert_int_equal(build(&m), 1);
-        if (strcmp(get(&ps.groups[1], "Status"), rows[i].want) != 0)
-            fail_msg("row %zu: Status %s, want %s", i, get(&ps.groups[1], "Status"), rows[i].want);
+        if (strcmp(dsn_check_get(&ps.groups[1], "Status"), rows[i].want) != 0)
+            fail_msg("row %zu: Status %s, want %s", i, dsn_check_get(&ps.groups[1], "Status"), rows[i].want);
     }
 }
 
@@ -751,27 +490,27 @@ static void test_hostile_text(void **state)
 
     /* no injected field anywhere in the header */
     assert_int_equal(ps.top.n, 8);
-    assert_null(get(&ps.top, "Cc"));
-    assert_null(get(&ps.top, "Bcc"));
-    assert_string_equal(get(&ps.top, "To"), "<alice@example.org> Cc: victim@example.net>");
-    assert_string_equal(get(&ps.top, "From"),
+    assert_null(dsn_check_get(&ps.top, "Cc"));
+    assert_null(dsn_check_get(&ps.top, "Bcc"));
+    assert_string_equal(dsn_check_get(&ps.top, "To"), "<alice@example.org> Cc: victim@example.net>");
+    assert_string_equal(dsn_check_get(&ps.top, "From"),
                         "Mail Delivery System <MAILER-DAEMON@mx.example.test--X:-y>");
-    assert_string_equal(get(&ps.groups[0], "Original-Envelope-Id"), "id Subject: injected");
-    assert_string_equal(get(&ps.groups[0], "Reporting-MTA"), "dns; mx.example.test--X:-y");
-    assert_string_equal(get(&ps.groups[0], "X-Mxgate-Queue-ID"), "Q X-Q: 1");
+    assert_string_equal(dsn_check_get(&ps.groups[0], "Original-Envelope-Id"), "id Subject: injected");
+    assert_string_equal(dsn_check_get(&ps.groups[0], "Reporting-MTA"), "dns; mx.example.test--X:-y");
+    assert_string_equal(dsn_check_get(&ps.groups[0], "X-Mxgate-Queue-ID"), "Q X-Q: 1");
     assert_int_equal(ps.groups[0].n, 4);
     assert_int_equal(ps.ngroups, 3);
-    assert_string_equal(get(&ps.groups[1], "Final-Recipient"),
+    assert_string_equal(dsn_check_get(&ps.groups[1], "Final-Recipient"),
                         "rfc822;bob@remote.test Bcc: victim@example.net");
-    assert_string_equal(get(&ps.groups[1], "Original-Recipient"),
+    assert_string_equal(dsn_check_get(&ps.groups[1], "Original-Recipient"),
                         "rfc822;x --=_mxgate_0000000000000000");
-    assert_string_equal(get(&ps.groups[1], "Remote-MTA"), "dns; mx1.remote.test--X-Evil:-1");
+    assert_string_equal(dsn_check_get(&ps.groups[1], "Remote-MTA"), "dns; mx1.remote.test--X-Evil:-1");
     /* the multi-line reply is one line: lines joined, controls and 8-bit octets made '?' */
-    assert_string_equal(get(&ps.groups[1], "Diagnostic-Code"),
+    assert_string_equal(dsn_check_get(&ps.groups[1], "Diagnostic-Code"),
                         "smtp; 550-5.1.1 first 550-5.1.1 ?second 550 5.1.1 ??third Subject: injected .");
     assert_int_equal(ps.groups[1].n, 7);
     /* a 10,000-octet word: cut to 4000 + "...", split at the line limit */
-    const char *dc = get(&ps.groups[2], "Diagnostic-Code");
+    const char *dc = dsn_check_get(&ps.groups[2], "Diagnostic-Code");
     assert_int_equal(strncmp(dc, "smtp; 550 www", 13), 0);
     size_t ws = 0;
     for (const char *p = dc; *p; p++)
@@ -860,15 +599,15 @@ static void test_utf8_and_8bit(void **state)
     assert_int_equal(build(&m), 1);
     assert_true(info.smtputf8);
     assert_true(info.eightbit);
-    assert_string_equal(get(&ps.top, "Content-Transfer-Encoding"), "8bit");
-    assert_string_equal(get(&ps.parts[0].hdr, "Content-Type"), "text/plain; charset=utf-8");
-    assert_string_equal(get(&ps.parts[0].hdr, "Content-Transfer-Encoding"), "8bit");
-    assert_string_equal(get(&ps.parts[1].hdr, "Content-Type"), "message/global-delivery-status");
-    assert_string_equal(get(&ps.parts[1].hdr, "Content-Transfer-Encoding"), "8bit");
-    assert_string_equal(get(&ps.groups[1], "Final-Recipient"), "utf-8;j\xc3\xb6rg@b\xc3\xbc" "cher.test");
-    assert_string_equal(get(&ps.groups[1], "Original-Recipient"), "utf-8;j\xc3\xb6rg@b\xc3\xbc" "cher.test");
-    assert_string_equal(get(&ps.parts[2].hdr, "Content-Type"), "message/rfc822");
-    assert_null(get(&ps.parts[2].hdr, "Content-Transfer-Encoding"));
+    assert_string_equal(dsn_check_get(&ps.top, "Content-Transfer-Encoding"), "8bit");
+    assert_string_equal(dsn_check_get(&ps.parts[0].hdr, "Content-Type"), "text/plain; charset=utf-8");
+    assert_string_equal(dsn_check_get(&ps.parts[0].hdr, "Content-Transfer-Encoding"), "8bit");
+    assert_string_equal(dsn_check_get(&ps.parts[1].hdr, "Content-Type"), "message/global-delivery-status");
+    assert_string_equal(dsn_check_get(&ps.parts[1].hdr, "Content-Transfer-Encoding"), "8bit");
+    assert_string_equal(dsn_check_get(&ps.groups[1], "Final-Recipient"), "utf-8;j\xc3\xb6rg@b\xc3\xbc" "cher.test");
+    assert_string_equal(dsn_check_get(&ps.groups[1], "Original-Recipient"), "utf-8;j\xc3\xb6rg@b\xc3\xbc" "cher.test");
+    assert_string_equal(dsn_check_get(&ps.parts[2].hdr, "Content-Type"), "message/rfc822");
+    assert_null(dsn_check_get(&ps.parts[2].hdr, "Content-Transfer-Encoding"));
 
     /* an 8-bit body with ASCII headers: message/rfc822, 8bit, no SMTPUTF8 */
     static const char body8[] = "Subject: caf\r\n\r\ncaf\xc3\xa9\r\n";
@@ -878,17 +617,17 @@ static void test_utf8_and_8bit(void **state)
     assert_int_equal(build(&m), 1);
     assert_false(info.smtputf8);
     assert_true(info.eightbit);
-    assert_string_equal(get(&ps.top, "Content-Transfer-Encoding"), "8bit");
-    assert_string_equal(get(&ps.parts[1].hdr, "Content-Type"), "message/delivery-status");
-    assert_null(get(&ps.parts[0].hdr, "Content-Transfer-Encoding"));
-    assert_string_equal(get(&ps.parts[2].hdr, "Content-Type"), "message/rfc822");
-    assert_string_equal(get(&ps.parts[2].hdr, "Content-Transfer-Encoding"), "8bit");
+    assert_string_equal(dsn_check_get(&ps.top, "Content-Transfer-Encoding"), "8bit");
+    assert_string_equal(dsn_check_get(&ps.parts[1].hdr, "Content-Type"), "message/delivery-status");
+    assert_null(dsn_check_get(&ps.parts[0].hdr, "Content-Transfer-Encoding"));
+    assert_string_equal(dsn_check_get(&ps.parts[2].hdr, "Content-Type"), "message/rfc822");
+    assert_string_equal(dsn_check_get(&ps.parts[2].hdr, "Content-Transfer-Encoding"), "8bit");
 
     /* ... and returned as headers only it is 7-bit again */
     m.ret = "HDRS";
     assert_int_equal(build(&m), 1);
     assert_false(info.eightbit);
-    assert_null(get(&ps.top, "Content-Transfer-Encoding"));
+    assert_null(dsn_check_get(&ps.top, "Content-Transfer-Encoding"));
 
     /* UTF-8 in the original's header section: message/global, SMTPUTF8 */
     static const char hdr8[] = "Subject: caf\xc3\xa9\r\n\r\nx\r\n";
@@ -897,10 +636,10 @@ static void test_utf8_and_8bit(void **state)
     m.original_len = sizeof hdr8 - 1;
     assert_int_equal(build(&m), 1);
     assert_true(info.smtputf8);
-    assert_string_equal(get(&ps.parts[2].hdr, "Content-Type"), "message/global");
+    assert_string_equal(dsn_check_get(&ps.parts[2].hdr, "Content-Type"), "message/global");
     m.ret = "HDRS";
     assert_int_equal(build(&m), 1);
-    assert_string_equal(get(&ps.parts[2].hdr, "Content-Type"), "message/global-headers");
+    assert_string_equal(dsn_check_get(&ps.parts[2].hdr, "Content-Type"), "message/global-headers");
 }
 
 /* ---- many recipients, non-reply diagnostics, a sample on disk ------------------------------ */
@@ -925,12 +664,12 @@ static void test_mixed_and_sample(void **state)
     assert_int_equal(build(&m), 3);
     assert_true(rep[0] && !rep[1] && rep[2] && rep[3]);
     assert_int_equal(ps.ngroups, 4);
-    assert_string_equal(get(&ps.groups[1], "Final-Recipient"), "rfc822;bob@remote.test");
-    assert_string_equal(get(&ps.groups[2], "Final-Recipient"), "rfc822;local@remote.test");
-    assert_string_equal(get(&ps.groups[2], "Diagnostic-Code"), "X-mxgate; message too old");
-    assert_null(get(&ps.groups[2], "Remote-MTA"));
-    assert_string_equal(get(&ps.groups[3], "Diagnostic-Code"), "smtp; 550-5.2.1 mailbox 550 5.2.1 disabled");
-    assert_null(get(&ps.groups[3], "Last-Attempt-Date"));
+    assert_string_equal(dsn_check_get(&ps.groups[1], "Final-Recipient"), "rfc822;bob@remote.test");
+    assert_string_equal(dsn_check_get(&ps.groups[2], "Final-Recipient"), "rfc822;local@remote.test");
+    assert_string_equal(dsn_check_get(&ps.groups[2], "Diagnostic-Code"), "X-mxgate; message too old");
+    assert_null(dsn_check_get(&ps.groups[2], "Remote-MTA"));
+    assert_string_equal(dsn_check_get(&ps.groups[3], "Diagnostic-Code"), "smtp; 550-5.2.1 mailbox 550 5.2.1 disabled");
+    assert_null(dsn_check_get(&ps.groups[3], "Last-Attempt-Date"));
     assert_null(strstr(out.data, "never@remote.test"));
     assert_non_null(strstr(ps.parts[0].content, "<local@remote.test>: delivery failed (5.4.7)\r\n"
                                                 "    Reason: message too old\r\n"));
@@ -975,9 +714,9 @@ static void test_dates(void **state)
         struct relay_dsn_msg m = msg_for(r, 1);
         m.now_ms = rows[i].ms;
         assert_int_equal(build(&m), 1);
-        if (strcmp(get(&ps.top, "Date"), rows[i].want) != 0)
-            fail_msg("row %zu: Date %s, want %s", i, get(&ps.top, "Date"), rows[i].want);
-        assert_string_equal(get(&ps.groups[1], "Last-Attempt-Date"), rows[i].want);
+        if (strcmp(dsn_check_get(&ps.top, "Date"), rows[i].want) != 0)
+            fail_msg("row %zu: Date %s, want %s", i, dsn_check_get(&ps.top, "Date"), rows[i].want);
+        assert_string_equal(dsn_check_get(&ps.groups[1], "Last-Attempt-Date"), rows[i].want);
     }
 }
 

@@ -178,7 +178,7 @@ const struct conf_row conf_rows[] = {
 
     /* admin */
     STR("admin.listen", admin_listen, "127.0.0.1:8025", false,
-        "Address (host:port) of the HTTP admin API; keep it on loopback or a management network."),
+        "Address (host:port) for the HTTP admin API, keep it on loopback or a management network; reserved: the API is not served yet (use mxgate queue / repo)."),
 };
 
 const size_t conf_nrows = sizeof conf_rows / sizeof conf_rows[0];

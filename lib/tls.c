@@ -53,21 +53,31 @@ void tls_append_errors(struct buf *err)
     ERR_clear_error();
 }
 
-SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, struct buf *err)
+SSL_CTX *tls_ctx_base(const SSL_METHOD *method, const char *side, struct buf *err)
 {
     ERR_clear_error();
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    SSL_CTX *ctx = SSL_CTX_new(method);
     if (ctx == NULL) {
-        buf_puts(err, "cannot create a TLS server context");
+        buf_printf(err, "cannot create a TLS %s context", side);
         tls_append_errors(err);
         return NULL;
     }
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION
-                                 | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
         buf_puts(err, "cannot set the minimum TLS version");
-        goto fail;
+        tls_append_errors(err);
+        SSL_CTX_free(ctx);
+        return NULL;
     }
+    return ctx;
+}
+
+SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, struct buf *err)
+{
+    SSL_CTX *ctx = tls_ctx_base(TLS_server_method(), "server", err);
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
     if (SSL_CTX_set_cipher_list(ctx, TLS_SERVER_CIPHERS) != 1) {
         buf_printf(err, "cannot set the TLS 1.2 cipher list \"%s\"", TLS_SERVER_CIPHERS);
         goto fail;

@@ -15,6 +15,11 @@
 
 #include "buf.h"
 
+/*
+ * A context both sides start from: TLS 1.2 or newer, no compression, no renegotiation. NULL with
+ * "cannot create a TLS <side> context: ..." in err on failure.
+ */
+SSL_CTX *tls_ctx_base(const SSL_METHOD *method, const char *side, struct buf *err);
 /* A server context from PEM files; NULL with a message in err (naming the file) on failure. */
 SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, struct buf *err);
 /*

@@ -51,18 +51,9 @@ const char *tls_policy_name(enum tls_policy p)
 
 SSL_CTX *tls_client_ctx_new(const char *ca_file, const char *ca_dir, struct buf *err)
 {
-    ERR_clear_error();
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    if (ctx == NULL) {
-        buf_puts(err, "cannot create a TLS client context");
-        tls_append_errors(err);
+    SSL_CTX *ctx = tls_ctx_base(TLS_client_method(), "client", err);
+    if (ctx == NULL)
         return NULL;
-    }
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
-        buf_puts(err, "cannot set the minimum TLS version");
-        goto fail;
-    }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     if (ca_file != NULL || ca_dir != NULL) {
         if (SSL_CTX_load_verify_locations(ctx, ca_file, ca_dir) != 1) {

@@ -116,6 +116,7 @@ static void teardown(struct relay_main *m)
     relay_stop(rl);
     if (rl->renew_timer != NULL)
         event_free(rl->renew_timer);
+    retry_schedule_free(rl->schedule);
     relay_deliver_shutdown(rl);
     if (rl->role->fini != NULL)
         rl->role->fini(rl);

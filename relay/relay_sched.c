@@ -656,7 +656,8 @@ void relay_stop(struct relay *rl)
     if (rl->lease_timer != NULL)
         event_free(rl->lease_timer);
     rl->tick = rl->lease_timer = NULL;
-    /* Leases of the work still in hand keep being renewed until it is recorded. */
-    retry_schedule_free(rl->schedule);
-    rl->schedule = NULL;
+    /*
+     * Leases of the work still in hand keep being renewed until it is recorded, and its outcomes
+     * still need the retry schedule: both go only when the process does (relay_main.c teardown).
+     */
 }

@@ -408,3 +408,21 @@ def test_tls_policy_per_domain(world):
     assert [e["to"] for e in relay.events("delivered")] == ["b@remote.test"]
     deferred = relay.events("deferred")[0]
     assert deferred["to"] == "a@secure.test" and "STARTTLS" in deferred["reply"]
+
+
+def test_sigterm_waits_for_deliveries_in_hand(world):
+    # The sink answers DATA after 3 s, the relay gives up after 1 s: a delivery is in flight at
+    # SIGTERM, and its deferral is recorded (with the retry schedule) before the relay exits.
+    world.sink.restart(["-w", "3"])
+    relay = world.relay({"relay.data_timeout": "1s", "relay.command_timeout": "1s"})
+    code, lines = send_message(world.edge.port, "", ["b@remote.test"], b"x\r\n.\r\n")
+    qid = lines[0].split()[-1]
+    mxtest.wait_for(lambda: world.redis.client.zcard("mxg:lease") == 1, what="delivery in flight")
+    time.sleep(0.3)
+    relay.proc.send_signal(signal.SIGTERM)
+    assert relay.proc.wait(timeout=20) == 0
+    assert "1 recipients in delivery" in relay.events("stopping")[0]["msg"]
+    assert len(relay.events("deferred")) == 1
+    rec = message(world.redis.client, qid)[2][0]
+    assert rec["state"] == "deferred" and rec["attempts"] == 1
+    assert world.redis.client.zcard("mxg:lease") == 0

@@ -1,7 +1,8 @@
 /*
- * relay_smtp.c - outbound SMTP client: one connection to one destination host, one transaction at
- * a time (RFC 5321; SIZE RFC 1870, PIPELINING RFC 2920, STARTTLS RFC 3207, DSN RFC 3461, 8BITMIME
- * RFC 6152, SMTPUTF8 RFC 6531, enhanced status codes RFC 3463).
+ * relay_smtp.c - outbound SMTP client, the session half: one connection to one destination host
+ * (connect, greeting, EHLO/HELO, STARTTLS, reuse, idle, QUIT), carrying one transaction at a time
+ * (relay_smtp_tx.c) (RFC 5321; PIPELINING RFC 2920, STARTTLS RFC 3207, enhanced status codes
+ * RFC 3463).
  *
  * Owns: the socket (and TLS layer), copies of the configuration and addresses, the results of the
  * job in hand. Borrows: the job (until its done callback), the TLS context, the log context.
@@ -13,18 +14,12 @@
  * bounded number of lines and bytes) by relay_reply_feed() in relay_smtp_reply.c. Each wait is
  * bounded by its RFC 5321 §4.5.3.2 timeout.
  *
- * The message goes out dot-stuffed (relay_stuff(), relay_smtp_reply.c), and any bare CR or LF is
- * written as CRLF, so the wire never carries a bare line-end byte whatever the body holds. An
- * 8-bit body goes out as it is to a server that does not offer 8BITMIME (no MIME down-conversion;
- * the body then lacks BODY=).
- *
- * Failures: 2xx delivered, 4xx deferred, 5xx failed, per recipient; a reply to DATA or to the
- * final dot decides every recipient accepted at RCPT; 421, timeouts, refused and lost
- * connections defer everything not yet decided. Local reasons: SMTPUTF8 needed but not offered
- * (5.6.7), message over the server's SIZE (5.3.4), TLS required but not offered (4.7.4) or failed
- * (4.7.5), malformed addresses (5.1.7 / 5.1.3). Callbacks run from a deferred event only.
+ * Failures: a reply to the greeting, EHLO/HELO or STARTTLS that refuses the session decides every
+ * recipient by its class; 421, timeouts, refused and lost connections defer everything not yet
+ * decided. Local reasons: TLS required but not offered (4.7.4) or failed (4.7.5). Callbacks run
+ * from a deferred event only.
  */
-#include "relay_smtp.h"
+#include "relay_smtp_int.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -39,98 +34,6 @@
 #include "mem.h"
 #include "tls.h"
 
-#define BODY_CHUNK 16384        /* body bytes stuffed per step */
-#define BODY_HIGH 65536         /* stop filling the socket's output above this */
-#define BODY_LOW 16384          /* refill when it drains below this */
-
-enum expect_kind { EX_GREETING, EX_EHLO, EX_HELO, EX_STARTTLS, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT, EX_RSET,
-                   EX_QUIT };
-
-struct expect {
-    enum expect_kind kind;
-    size_t rcpt;                /* EX_RCPT: index into the job's recipients */
-};
-
-enum conn_state {
-    CS_NEW,                     /* nothing opened yet */
-    CS_CONNECTING,
-    CS_HELLO,                   /* greeting, EHLO/HELO, STARTTLS */
-    CS_TLS,                     /* TLS handshake */
-    CS_READY,                   /* session up, no transaction: the idle timer runs */
-    CS_TX,                      /* transaction replies outstanding */
-    CS_BODY,                    /* writing the message */
-    CS_RSET,
-    CS_QUIT,
-    CS_CLOSED,
-};
-
-/* How a set of recipients ends: from a reply or for a local reason. */
-struct verdict {
-    enum relay_smtp_outcome outcome;
-    int code;
-    char status[16];
-    struct buf text;
-    enum relay_phase phase;
-};
-
-struct rcpt_state {
-    bool final;                 /* result decided */
-    bool in_tx;                 /* RCPT sent (or to be sent) in this transaction */
-    bool accepted;              /* 2xx at RCPT */
-};
-
-struct relay_smtp {
-    struct event_base *base;
-    char *helo_name;            /* copied from the conf */
-    char *mx_host;              /* copied from the conf */
-    enum tls_policy policy;
-    SSL_CTX *tls_ctx;           /* borrowed */
-    struct relay_smtp_timeouts to;
-    unsigned idle_ms;
-    const struct log_ctx *logctx;
-    struct netaddr *addrs;      /* owned copy */
-    size_t naddrs, ai;          /* ai: the address in use */
-    char ip[NETADDR_STRLEN];    /* of addrs[ai] */
-    int port;
-    char peer[NETADDR_STRLEN];  /* "ip:port" of addrs[ai] */
-    relay_smtp_closed_cb closed_cb;
-    void *closed_arg;
-
-    enum conn_state state;
-    struct bufferevent *bev;    /* the socket, or the TLS filter over it */
-    SSL *ssl;                   /* owned by the TLS filter */
-    char *tls_info;
-    struct event *timer;        /* the one running timeout: connect, reply, body progress, idle */
-    struct event *notify;       /* runs the callbacks */
-    struct expect *exp;         /* ring of replies awaited */
-    size_t exp_head, exp_n, exp_cap;
-    struct relay_reply reply;   /* being parsed */
-
-    bool pipelining, eightbitmime, smtputf8, dsn, starttls, size;   /* offered by EHLO */
-    unsigned long long size_limit;
-    bool tls_tried;             /* STARTTLS was sent on this connection */
-    bool tls_fallback;
-    bool quit_wanted;           /* relay_smtp_quit() while an RSET was outstanding */
-    enum relay_phase last_phase;    /* of the last reply taken off the queue */
-    unsigned ntx;
-
-    const struct relay_smtp_job *job;
-    relay_smtp_done_cb done_cb;
-    void *done_arg;
-    struct relay_smtp_result *res;  /* one per recipient; text malloc'd */
-    struct rcpt_state *rs;
-    bool job_waiting;           /* accepted, transaction not started */
-    bool job_finished;          /* every result decided, done callback pending */
-    bool mail_ok, pipelined, need_rset;
-    size_t next_rcpt, naccepted;
-    size_t body_pos;
-    struct relay_stuffer stuffer;
-    struct buf scratch;
-
-    bool closed_pending;        /* closed callback owed */
-    bool in_cb, freed;          /* relay_smtp_free() inside a callback: release afterwards */
-};
-
 void relay_smtp_timeouts_default(struct relay_smtp_timeouts *t)
 {
     *t = (struct relay_smtp_timeouts){
@@ -142,10 +45,8 @@ void relay_smtp_timeouts_default(struct relay_smtp_timeouts *t)
 
 /* ---- verdicts and results ---- */
 
-static void verdict_local(struct verdict *v, enum relay_smtp_outcome o, const char *status, enum relay_phase ph,
-                          const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static void verdict_local(struct verdict *v, enum relay_smtp_outcome o, const char *status, enum relay_phase ph,
-                          const char *fmt, ...)
+void relay_smtp_verdict_local(struct verdict *v, enum relay_smtp_outcome o, const char *status, enum relay_phase ph,
+                              const char *fmt, ...)
 {
     v->outcome = o;
     v->code = 0;
@@ -162,7 +63,7 @@ static void verdict_local(struct verdict *v, enum relay_smtp_outcome o, const ch
 }
 
 /* The verdict of the reply just parsed; the outcome follows the reply's class. */
-static void verdict_reply(struct relay_smtp *c, struct verdict *v, enum relay_phase ph)
+void relay_smtp_verdict_reply(struct relay_smtp *c, struct verdict *v, enum relay_phase ph)
 {
     int cls = c->reply.code / 100;
     v->outcome = cls == 2 ? RELAY_SMTP_DELIVERED : cls == 5 ? RELAY_SMTP_FAILED : RELAY_SMTP_DEFERRED;
@@ -172,7 +73,7 @@ static void verdict_reply(struct relay_smtp *c, struct verdict *v, enum relay_ph
     relay_reply_status(&c->reply, v->status, &v->text);
 }
 
-static void apply(struct relay_smtp *c, size_t i, const struct verdict *v)
+void relay_smtp_apply(struct relay_smtp *c, size_t i, const struct verdict *v)
 {
     struct relay_smtp_result *r = &c->res[i];
     r->outcome = v->outcome;
@@ -186,12 +87,12 @@ static void apply(struct relay_smtp *c, size_t i, const struct verdict *v)
 }
 
 /* Every recipient not decided yet gets v; the job is then complete. */
-static void finish_rest(struct relay_smtp *c, struct verdict *v)
+void relay_smtp_finish_rest(struct relay_smtp *c, struct verdict *v)
 {
     if (c->job != NULL && !c->job_finished) {
         for (size_t i = 0; i < c->job->nrcpts; i++)
             if (!c->rs[i].final)
-                apply(c, i, v);
+                relay_smtp_apply(c, i, v);
         c->job_finished = true;
         event_active(c->notify, EV_TIMEOUT, 1);
     }
@@ -204,7 +105,6 @@ static void read_cb(struct bufferevent *bev, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 static void connect_next(struct relay_smtp *c);
-static void tx_start(struct relay_smtp *c);
 
 static unsigned expect_timeout(const struct relay_smtp *c, enum expect_kind k)
 {
@@ -233,26 +133,26 @@ static enum relay_phase expect_phase(enum expect_kind k)
     return map[k];
 }
 
-static void arm(struct relay_smtp *c, unsigned ms)
+void relay_smtp_arm(struct relay_smtp *c, unsigned ms)
 {
     struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
     evtimer_add(c->timer, &tv);
 }
 
 /* Restarts the timer for whatever the connection waits for now. */
-static void rearm(struct relay_smtp *c)
+void relay_smtp_rearm(struct relay_smtp *c)
 {
     if (c->exp_n > 0)
-        arm(c, expect_timeout(c, c->exp[c->exp_head].kind));
+        relay_smtp_arm(c, expect_timeout(c, c->exp[c->exp_head].kind));
     else if (c->state == CS_BODY)
-        arm(c, c->to.data_block_ms);
+        relay_smtp_arm(c, c->to.data_block_ms);
     else if (c->state == CS_READY)
-        arm(c, c->idle_ms);
+        relay_smtp_arm(c, c->idle_ms);
     else
         evtimer_del(c->timer);
 }
 
-static void expect_push(struct relay_smtp *c, enum expect_kind k, size_t rcpt)
+void relay_smtp_expect_push(struct relay_smtp *c, enum expect_kind k, size_t rcpt)
 {
     if (c->exp_n == c->exp_cap) {   /* grow, unrolling the ring */
         size_t cap = c->exp_cap ? c->exp_cap * 2 : 8;
@@ -266,12 +166,10 @@ static void expect_push(struct relay_smtp *c, enum expect_kind k, size_t rcpt)
     }
     c->exp[(c->exp_head + c->exp_n) % c->exp_cap] = (struct expect){ k, rcpt };
     if (c->exp_n++ == 0)
-        arm(c, expect_timeout(c, k));
+        relay_smtp_arm(c, expect_timeout(c, k));
 }
 
-static void send_cmd(struct relay_smtp *c, enum expect_kind k, size_t rcpt, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void send_cmd(struct relay_smtp *c, enum expect_kind k, size_t rcpt, const char *fmt, ...)
+void relay_smtp_send_cmd(struct relay_smtp *c, enum expect_kind k, size_t rcpt, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -279,7 +177,7 @@ static void send_cmd(struct relay_smtp *c, enum expect_kind k, size_t rcpt, cons
     buf_vprintf(&c->scratch, fmt, ap);
     va_end(ap);
     buf_append(&c->scratch, "\r\n", 2);
-    expect_push(c, k, rcpt);
+    relay_smtp_expect_push(c, k, rcpt);
     bufferevent_write(c->bev, c->scratch.data, c->scratch.len);
 }
 
@@ -335,9 +233,9 @@ static void conn_drop(struct relay_smtp *c)
     c->state = CS_CLOSED;
     if (c->job != NULL && !c->job_finished) {
         struct verdict v;
-        verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.2", RELAY_PHASE_QUIT, "connection to %s[%s] closed", c->mx_host,
-                      c->ip);
-        finish_rest(c, &v);
+        relay_smtp_verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.2", RELAY_PHASE_QUIT, "connection to %s[%s] closed",
+                                 c->mx_host, c->ip);
+        relay_smtp_finish_rest(c, &v);
     }
     c->closed_pending = true;
     event_active(c->notify, EV_TIMEOUT, 1);
@@ -347,13 +245,13 @@ static void start_quit(struct relay_smtp *c)
 {
     c->state = CS_QUIT;
     c->exp_n = 0;
-    send_cmd(c, EX_QUIT, 0, "QUIT");
+    relay_smtp_send_cmd(c, EX_QUIT, 0, "QUIT");
 }
 
 /* Ends the session with v for every undecided recipient; QUIT when the session is still sound. */
 static void session_fail(struct relay_smtp *c, struct verdict *v, bool quit)
 {
-    finish_rest(c, v);
+    relay_smtp_finish_rest(c, v);
     if (quit && c->bev != NULL && c->state != CS_TLS)
         start_quit(c);
     else
@@ -384,7 +282,7 @@ static void broken_off(struct relay_smtp *c, struct verdict *v)
         session_fail(c, v, false);
 }
 
-static void protocol_error(struct relay_smtp *c, enum relay_phase ph, const char *why, const char *sample, size_t n)
+void relay_smtp_protocol_error(struct relay_smtp *c, enum relay_phase ph, const char *why, const char *sample, size_t n)
 {
     struct logrec lr;
     if (log_begin(&lr, LOG_WARN, "relay-protocol-error", c->logctx)) {
@@ -399,8 +297,8 @@ static void protocol_error(struct relay_smtp *c, enum relay_phase ph, const char
         return;
     }
     struct verdict v;
-    verdict_local(&v, RELAY_SMTP_DEFERRED, "4.5.0", ph, "protocol error with %s[%s] in reply to %s: %s", c->mx_host,
-                  c->ip, relay_phase_name(ph), why);
+    relay_smtp_verdict_local(&v, RELAY_SMTP_DEFERRED, "4.5.0", ph, "protocol error with %s[%s] in reply to %s: %s",
+                             c->mx_host, c->ip, relay_phase_name(ph), why);
     session_fail(c, &v, false);
 }
 
@@ -419,12 +317,12 @@ static void connect_next(struct relay_smtp *c)
     c->state = CS_CONNECTING;
     c->tls_tried = false;
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&a->ss, (int)a->len) == 0) {
-        arm(c, c->to.connect_ms);
+        relay_smtp_arm(c, c->to.connect_ms);
         return;
     }
     struct verdict v;
-    verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.1", RELAY_PHASE_CONNECT, "connect to %s[%s]:%d: %s", c->mx_host,
-                  c->ip, c->port, strerror(errno));
+    relay_smtp_verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.1", RELAY_PHASE_CONNECT, "connect to %s[%s]:%d: %s",
+                             c->mx_host, c->ip, c->port, strerror(errno));
     addr_failed(c, &v);
 }
 
@@ -467,8 +365,9 @@ static void start_tls(struct relay_smtp *c)
     if (f == NULL) {
         if (ssl != NULL)
             SSL_free(ssl);
-        verdict_local(&v, RELAY_SMTP_DEFERRED, "4.7.5", RELAY_PHASE_TLS, "cannot start TLS with %s[%s]: %s", c->mx_host,
-                      c->ip, c->tls_ctx == NULL ? "no TLS client context" : err.len ? err.data : "filter failed");
+        relay_smtp_verdict_local(&v, RELAY_SMTP_DEFERRED, "4.7.5", RELAY_PHASE_TLS, "cannot start TLS with %s[%s]: %s",
+                                 c->mx_host, c->ip,
+                                 c->tls_ctx == NULL ? "no TLS client context" : err.len ? err.data : "filter failed");
         buf_release(&err);
         session_fail(c, &v, false);     /* the server now expects a handshake, not QUIT */
         return;
@@ -479,14 +378,14 @@ static void start_tls(struct relay_smtp *c)
     c->state = CS_TLS;
     bufferevent_setcb(f, read_cb, write_cb, event_cb, c);
     bufferevent_enable(f, EV_READ | EV_WRITE);
-    arm(c, c->to.starttls_ms);
+    relay_smtp_arm(c, c->to.starttls_ms);
 }
 
 static void tls_failed(struct relay_smtp *c, const char *why)
 {
     struct verdict v;
-    verdict_local(&v, RELAY_SMTP_DEFERRED, "4.7.5", RELAY_PHASE_TLS, "TLS with %s[%s] failed: %s", c->mx_host, c->ip,
-                  why);
+    relay_smtp_verdict_local(&v, RELAY_SMTP_DEFERRED, "4.7.5", RELAY_PHASE_TLS, "TLS with %s[%s] failed: %s",
+                             c->mx_host, c->ip, why);
     log_msg(LOG_WARN, "relay-tls-failed", c->logctx, "%s (policy %s)", buf_cstr(&v.text), tls_policy_name(c->policy));
     if (c->policy == TLS_POLICY_MAY)
         c->tls_fallback = true;
@@ -498,21 +397,21 @@ static void after_hello(struct relay_smtp *c)
 {
     if (c->ssl == NULL && !c->tls_tried && c->policy != TLS_POLICY_NONE && c->starttls) {
         c->tls_tried = true;
-        send_cmd(c, EX_STARTTLS, 0, "STARTTLS");
+        relay_smtp_send_cmd(c, EX_STARTTLS, 0, "STARTTLS");
         return;
     }
     if (c->ssl == NULL && (c->policy == TLS_POLICY_ENCRYPT || c->policy == TLS_POLICY_VERIFY)) {
         struct verdict v;
-        verdict_local(&v, RELAY_SMTP_DEFERRED, "4.7.4", RELAY_PHASE_STARTTLS,
-                      "TLS is required, but was not offered by host %s[%s]", c->mx_host, c->ip);
+        relay_smtp_verdict_local(&v, RELAY_SMTP_DEFERRED, "4.7.4", RELAY_PHASE_STARTTLS,
+                                 "TLS is required, but was not offered by host %s[%s]", c->mx_host, c->ip);
         session_fail(c, &v, true);
         return;
     }
     c->state = CS_READY;
     if (c->job_waiting)
-        tx_start(c);
+        relay_smtp_tx_start(c);
     else
-        rearm(c);
+        relay_smtp_rearm(c);
 }
 
 static void on_hello_reply(struct relay_smtp *c, enum expect_kind k)
@@ -520,15 +419,15 @@ static void on_hello_reply(struct relay_smtp *c, enum expect_kind k)
     int cls = c->reply.code / 100;
     struct verdict v;
     if (k == EX_GREETING && cls != 2) {
-        verdict_reply(c, &v, RELAY_PHASE_GREETING);
+        relay_smtp_verdict_reply(c, &v, RELAY_PHASE_GREETING);
         addr_failed(c, &v);
     } else if (k == EX_GREETING) {
-        send_cmd(c, EX_EHLO, 0, "EHLO %s", c->helo_name);
+        relay_smtp_send_cmd(c, EX_EHLO, 0, "EHLO %s", c->helo_name);
     } else if (k == EX_EHLO && cls == 2) {
         parse_ehlo(c);
         after_hello(c);
     } else if (k == EX_EHLO && cls == 5) {   /* RFC 5321 §3.2: a server without EHLO */
-        send_cmd(c, EX_HELO, 0, "HELO %s", c->helo_name);
+        relay_smtp_send_cmd(c, EX_HELO, 0, "HELO %s", c->helo_name);
     } else if (k == EX_HELO && cls == 2) {
         c->pipelining = c->eightbitmime = c->smtputf8 = c->dsn = c->starttls = c->size = false;
         after_hello(c);
@@ -540,284 +439,15 @@ static void on_hello_reply(struct relay_smtp *c, enum expect_kind k)
         char st[16];
         struct buf said = BUF_INIT;
         relay_reply_status(&c->reply, st, &said);   /* sanitised already: appended as it is */
-        verdict_local(&v, RELAY_SMTP_DEFERRED, "4.7.4", RELAY_PHASE_STARTTLS,
-                      "TLS is required, but host %s[%s] refused STARTTLS: %d %s ", c->mx_host, c->ip,
-                      c->reply.code, st);
+        relay_smtp_verdict_local(&v, RELAY_SMTP_DEFERRED, "4.7.4", RELAY_PHASE_STARTTLS,
+                                 "TLS is required, but host %s[%s] refused STARTTLS: %d %s ", c->mx_host, c->ip,
+                                 c->reply.code, st);
         buf_append(&v.text, said.data, said.len);
         buf_release(&said);
         session_fail(c, &v, true);
     } else {
-        verdict_reply(c, &v, expect_phase(k));
+        relay_smtp_verdict_reply(c, &v, expect_phase(k));
         session_fail(c, &v, true);
-    }
-}
-
-/* ---- the transaction ---- */
-
-static bool is_ascii(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] >= 0x80)
-            return false;
-    return true;
-}
-
-/* No byte that could end or split a command line. */
-static bool addr_ok(const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            return false;
-    return true;
-}
-
-static void append_notify(struct buf *b, unsigned notify)
-{
-    if (notify & DSN_NOTIFY_NEVER) {
-        buf_puts(b, " NOTIFY=NEVER");
-        return;
-    }
-    static const struct { unsigned flag; const char *name; } names[] = {
-        { DSN_NOTIFY_SUCCESS, "SUCCESS" }, { DSN_NOTIFY_FAILURE, "FAILURE" }, { DSN_NOTIFY_DELAY, "DELAY" },
-    };
-    const char *sep = " NOTIFY=";
-    for (size_t i = 0; i < 3; i++) {
-        if (notify & names[i].flag) {
-            buf_printf(b, "%s%s", sep, names[i].name);
-            sep = ",";
-        }
-    }
-}
-
-static void append_rcpt(struct relay_smtp *c, struct buf *b, size_t i)
-{
-    const struct relay_smtp_rcpt *r = &c->job->rcpts[i];
-    buf_printf(b, "RCPT TO:<%s>", r->addr);
-    if (c->dsn && r->notify != 0)
-        append_notify(b, r->notify);
-    const char *semi = c->dsn && r->orcpt != NULL ? strchr(r->orcpt, ';') : NULL;
-    if (semi != NULL && semi > r->orcpt && addr_ok(r->orcpt)) {
-        buf_printf(b, " ORCPT=%.*s;", (int)(semi - r->orcpt), r->orcpt);
-        xtext_encode(b, semi + 1);
-    }
-    buf_append(b, "\r\n", 2);
-}
-
-/* Ends the transaction: results go to the caller; RSET when the server still holds a MAIL. */
-static void tx_end(struct relay_smtp *c)
-{
-    struct verdict v;
-    verdict_local(&v, RELAY_SMTP_DEFERRED, "4.3.0", RELAY_PHASE_BODY, "no reply from %s[%s] decided this recipient",
-                  c->mx_host, c->ip);
-    finish_rest(c, &v);
-    c->state = CS_READY;
-    if (c->need_rset) {
-        c->need_rset = false;
-        c->state = CS_RSET;
-        send_cmd(c, EX_RSET, 0, "RSET");
-    } else {
-        rearm(c);
-    }
-}
-
-static void send_next_rcpt(struct relay_smtp *c)
-{
-    while (c->next_rcpt < c->job->nrcpts && !c->rs[c->next_rcpt].in_tx)
-        c->next_rcpt++;
-    if (c->next_rcpt < c->job->nrcpts) {
-        buf_reset(&c->scratch);
-        append_rcpt(c, &c->scratch, c->next_rcpt);
-        expect_push(c, EX_RCPT, c->next_rcpt);
-        bufferevent_write(c->bev, c->scratch.data, c->scratch.len);
-        c->next_rcpt++;
-    } else if (c->naccepted > 0) {
-        send_cmd(c, EX_DATA, 0, "DATA");
-    } else {
-        tx_end(c);
-    }
-}
-
-static void tx_start(struct relay_smtp *c)
-{
-    const struct relay_smtp_job *j = c->job;
-    c->job_waiting = false;
-    c->ntx++;
-    c->mail_ok = c->need_rset = false;
-    c->next_rcpt = c->naccepted = 0;
-    c->pipelined = c->pipelining;
-    c->state = CS_TX;
-    bool utf8_all = j->smtputf8 || !is_ascii(j->sender, strlen(j->sender));
-    bool eightbit = j->eightbit || !is_ascii(j->body, j->body_len);
-    struct verdict v;
-    if (!addr_ok(j->sender)) {
-        verdict_local(&v, RELAY_SMTP_FAILED, "5.1.7", RELAY_PHASE_MAIL, "malformed sender address");
-        finish_rest(c, &v);
-    } else if (utf8_all && !c->smtputf8) {
-        verdict_local(&v, RELAY_SMTP_FAILED, "5.6.7", RELAY_PHASE_MAIL,
-                      "SMTPUTF8 is required, but was not offered by host %s[%s]", c->mx_host, c->ip);
-        finish_rest(c, &v);
-    } else if (c->size && c->size_limit > 0 && j->body_len > c->size_limit) {
-        verdict_local(&v, RELAY_SMTP_FAILED, "5.3.4", RELAY_PHASE_MAIL,
-                      "message size %zu exceeds size limit %llu of server %s[%s]", j->body_len, c->size_limit,
-                      c->mx_host, c->ip);
-        finish_rest(c, &v);
-    }
-    size_t n = 0;
-    bool utf8 = utf8_all;
-    for (size_t i = 0; i < j->nrcpts && !c->job_finished; i++) {
-        const char *a = j->rcpts[i].addr;
-        bool ascii = is_ascii(a, strlen(a));
-        if (!addr_ok(a) || *a == '\0') {
-            verdict_local(&v, RELAY_SMTP_FAILED, "5.1.3", RELAY_PHASE_RCPT, "malformed recipient address");
-            apply(c, i, &v);
-            buf_release(&v.text);
-        } else if (!ascii && !c->smtputf8) {
-            verdict_local(&v, RELAY_SMTP_FAILED, "5.6.7", RELAY_PHASE_RCPT,
-                          "SMTPUTF8 is required, but was not offered by host %s[%s]", c->mx_host, c->ip);
-            apply(c, i, &v);
-            buf_release(&v.text);
-        } else {
-            c->rs[i].in_tx = true;
-            utf8 |= !ascii;
-            n++;
-        }
-    }
-    if (n == 0) {   /* nothing to send: no MAIL, the session stays clean */
-        tx_end(c);
-        return;
-    }
-
-    struct buf *b = &c->scratch;
-    buf_reset(b);
-    buf_printf(b, "MAIL FROM:<%s>", j->sender);
-    if (c->size)
-        buf_printf(b, " SIZE=%zu", j->body_len);
-    if (eightbit && c->eightbitmime)
-        buf_puts(b, " BODY=8BITMIME");
-    if (utf8)
-        buf_puts(b, " SMTPUTF8");
-    if (c->dsn && j->ret != DSN_RET_UNSPEC)
-        buf_puts(b, j->ret == DSN_RET_FULL ? " RET=FULL" : " RET=HDRS");
-    if (c->dsn && j->envid != NULL) {
-        buf_puts(b, " ENVID=");
-        xtext_encode(b, j->envid);
-    }
-    buf_append(b, "\r\n", 2);
-    expect_push(c, EX_MAIL, 0);
-    if (c->pipelined) {     /* RFC 2920: MAIL, every RCPT and DATA in one write */
-        for (size_t i = 0; i < j->nrcpts; i++) {
-            if (c->rs[i].in_tx) {
-                append_rcpt(c, b, i);
-                expect_push(c, EX_RCPT, i);
-            }
-        }
-        buf_append(b, "DATA\r\n", 6);
-        expect_push(c, EX_DATA, 0);
-    }
-    bufferevent_write(c->bev, b->data, b->len);
-}
-
-/* Writes the message while the socket drains, then the final dot. */
-static void body_fill(struct relay_smtp *c)
-{
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    const struct relay_smtp_job *j = c->job;
-    while (c->body_pos < j->body_len && evbuffer_get_length(out) < BODY_HIGH) {
-        size_t n = j->body_len - c->body_pos < BODY_CHUNK ? j->body_len - c->body_pos : BODY_CHUNK;
-        buf_reset(&c->scratch);
-        relay_stuff(&c->stuffer, j->body + c->body_pos, n, &c->scratch);
-        bufferevent_write(c->bev, c->scratch.data, c->scratch.len);
-        c->body_pos += n;
-    }
-    if (c->body_pos < j->body_len) {
-        arm(c, c->to.data_block_ms);
-        return;
-    }
-    buf_reset(&c->scratch);
-    relay_stuff_end(&c->stuffer, &c->scratch);
-    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    c->state = CS_TX;
-    expect_push(c, EX_DOT, 0);
-    bufferevent_write(c->bev, c->scratch.data, c->scratch.len);
-}
-
-/* The reply just parsed decides every recipient accepted at RCPT and not decided yet. */
-static void decide_accepted(struct relay_smtp *c, enum relay_phase ph)
-{
-    struct verdict v;
-    verdict_reply(c, &v, ph);
-    for (size_t i = 0; i < c->job->nrcpts; i++)
-        if (c->rs[i].accepted && !c->rs[i].final)
-            apply(c, i, &v);
-    buf_release(&v.text);
-}
-
-static void on_tx_reply(struct relay_smtp *c, struct expect e)
-{
-    int cls = c->reply.code / 100;
-    struct verdict v;
-    if (cls == 3 && e.kind != EX_DATA) {
-        protocol_error(c, c->last_phase, "intermediate reply to a command that takes none", buf_cstr(&c->reply.text),
-                       c->reply.text.len);
-        return;
-    }
-    if (cls == 2 && e.kind == EX_DATA) {
-        protocol_error(c, c->last_phase, "2xx reply to DATA", buf_cstr(&c->reply.text), c->reply.text.len);
-        return;
-    }
-    switch (e.kind) {
-    case EX_MAIL:
-        if (cls == 2) {
-            c->mail_ok = c->need_rset = true;
-        } else {
-            verdict_reply(c, &v, RELAY_PHASE_MAIL);
-            for (size_t i = 0; i < c->job->nrcpts; i++)
-                if (c->rs[i].in_tx && !c->rs[i].final)
-                    apply(c, i, &v);
-            buf_release(&v.text);
-        }
-        if (!c->pipelined) {
-            if (c->mail_ok)
-                send_next_rcpt(c);
-            else
-                tx_end(c);
-        }
-        break;
-    case EX_RCPT:
-        if (c->mail_ok && cls == 2) {
-            c->rs[e.rcpt].accepted = true;
-            c->naccepted++;
-        } else if (c->mail_ok) {
-            verdict_reply(c, &v, RELAY_PHASE_RCPT);
-            apply(c, e.rcpt, &v);
-            buf_release(&v.text);
-        }
-        if (!c->pipelined)
-            send_next_rcpt(c);
-        break;
-    case EX_DATA:
-        if (cls == 3 && c->mail_ok && c->naccepted > 0) {
-            c->state = CS_BODY;
-            c->body_pos = 0;
-            relay_stuff_init(&c->stuffer);
-            bufferevent_setwatermark(c->bev, EV_WRITE, BODY_LOW, 0);
-            body_fill(c);
-        } else if (cls == 3) {  /* RFC 2920 §3.1: DATA accepted with no recipient: empty message */
-            expect_push(c, EX_DOT, 0);
-            bufferevent_write(c->bev, ".\r\n", 3);
-        } else {
-            if (c->mail_ok)
-                decide_accepted(c, RELAY_PHASE_DATA);
-            tx_end(c);
-        }
-        break;
-    case EX_DOT:
-        c->need_rset = false;   /* the transaction is over whatever the reply */
-        decide_accepted(c, RELAY_PHASE_BODY);
-        tx_end(c);
-        break;
-    default:
-        break;
     }
 }
 
@@ -835,37 +465,37 @@ static void on_reply(struct relay_smtp *c)
         char sample[100];
         size_t n = extra < sizeof sample ? extra : sizeof sample;
         evbuffer_copyout(in, sample, n);
-        protocol_error(c, c->last_phase, "reply that was not asked for", sample, n);
+        relay_smtp_protocol_error(c, c->last_phase, "reply that was not asked for", sample, n);
         relay_reply_reset(&c->reply);
         return;
     }
-    rearm(c);
+    relay_smtp_rearm(c);
     struct verdict v;
     if (e.kind == EX_QUIT) {
         conn_drop(c);
     } else if (c->reply.code == 421) {  /* the server is closing: everything open is deferred */
-        verdict_reply(c, &v, expect_phase(e.kind));
+        relay_smtp_verdict_reply(c, &v, expect_phase(e.kind));
         if (e.kind == EX_GREETING)
             addr_failed(c, &v);
         else
             session_fail(c, &v, false);
     } else if (e.kind == EX_RSET) {
         if (c->reply.code / 100 != 2) {
-            verdict_reply(c, &v, RELAY_PHASE_RSET);
+            relay_smtp_verdict_reply(c, &v, RELAY_PHASE_RSET);
             session_fail(c, &v, true);
         } else if (c->quit_wanted) {
             start_quit(c);
         } else {
             c->state = CS_READY;
             if (c->job_waiting)
-                tx_start(c);
+                relay_smtp_tx_start(c);
             else
-                rearm(c);
+                relay_smtp_rearm(c);
         }
     } else if (e.kind <= EX_STARTTLS) {
         on_hello_reply(c, e.kind);
     } else if (c->job != NULL && !c->job_finished) {
-        on_tx_reply(c, e);
+        relay_smtp_on_tx_reply(c, e);
     }
     relay_reply_reset(&c->reply);
 }
@@ -883,7 +513,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
         if (c->exp_n == 0) {
             size_t n = avail < sizeof line ? avail : sizeof line;
             evbuffer_copyout(in, line, n);
-            protocol_error(c, current_phase(c), "reply that was not asked for", line, n);
+            relay_smtp_protocol_error(c, current_phase(c), "reply that was not asked for", line, n);
             return;
         }
         struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
@@ -891,7 +521,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
             return;     /* the rest of the line is on its way */
         if (eol.pos < 0 || (size_t)eol.pos + 1 > RELAY_REPLY_LINE_MAX) {
             evbuffer_copyout(in, line, 100);
-            protocol_error(c, current_phase(c), "reply line longer than 512 bytes", line, 100);
+            relay_smtp_protocol_error(c, current_phase(c), "reply line longer than 512 bytes", line, 100);
             return;
         }
         size_t n = (size_t)eol.pos + 1;
@@ -903,7 +533,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
         else
             r = relay_reply_feed(&c->reply, line, n - 2, &why);
         if (r == RELAY_REPLY_BAD)
-            protocol_error(c, current_phase(c), buf_cstr(&why), line, n);
+            relay_smtp_protocol_error(c, current_phase(c), buf_cstr(&why), line, n);
         else if (r == RELAY_REPLY_DONE)
             on_reply(c);
         buf_release(&why);
@@ -917,7 +547,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
     struct relay_smtp *c = arg;
     (void)bev;
     if (c->state == CS_BODY)
-        body_fill(c);
+        relay_smtp_body_fill(c);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -927,15 +557,15 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     if (c->state == CS_CONNECTING) {
         if (what & BEV_EVENT_CONNECTED) {
             c->state = CS_HELLO;
-            expect_push(c, EX_GREETING, 0);
+            relay_smtp_expect_push(c, EX_GREETING, 0);
             bufferevent_enable(c->bev, EV_READ | EV_WRITE);
             return;
         }
         int e = EVUTIL_SOCKET_ERROR();
-        verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.1", RELAY_PHASE_CONNECT, "connect to %s[%s]:%d: %s", c->mx_host,
-                      c->ip, c->port,
-                      /* libevent reports a connect refused at once without an errno */
-                      e != 0 ? evutil_socket_error_to_string(e) : "Connection refused");
+        relay_smtp_verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.1", RELAY_PHASE_CONNECT, "connect to %s[%s]:%d: %s",
+                                 c->mx_host, c->ip, c->port,
+                                 /* libevent reports a connect refused at once without an errno */
+                                 e != 0 ? evutil_socket_error_to_string(e) : "Connection refused");
         addr_failed(c, &v);
         return;
     }
@@ -947,7 +577,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
             c->tls_info = buf_steal(&info);
             log_msg(LOG_INFO, "relay-tls", c->logctx, "%s[%s]: %s", c->mx_host, c->ip, c->tls_info);
             c->state = CS_HELLO;    /* RFC 3207 §4.2: start over, EHLO again */
-            send_cmd(c, EX_EHLO, 0, "EHLO %s", c->helo_name);
+            relay_smtp_send_cmd(c, EX_EHLO, 0, "EHLO %s", c->helo_name);
             return;
         }
         struct buf why = BUF_INIT;
@@ -962,8 +592,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         conn_drop(c);
         return;
     }
-    verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.2", current_phase(c), "lost connection with %s[%s] while %s",
-                  c->mx_host, c->ip, doing(c));
+    relay_smtp_verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.2", current_phase(c), "lost connection with %s[%s] while %s",
+                             c->mx_host, c->ip, doing(c));
     broken_off(c, &v);
 }
 
@@ -975,8 +605,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     struct verdict v;
     switch (c->state) {
     case CS_CONNECTING:
-        verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.1", RELAY_PHASE_CONNECT,
-                      "connect to %s[%s]:%d: Connection timed out", c->mx_host, c->ip, c->port);
+        relay_smtp_verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.1", RELAY_PHASE_CONNECT,
+                                 "connect to %s[%s]:%d: Connection timed out", c->mx_host, c->ip, c->port);
         addr_failed(c, &v);
         return;
     case CS_READY:
@@ -997,8 +627,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         conn_drop(c);
         return;
     }
-    verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.2", current_phase(c), "conversation with %s[%s] timed out while %s",
-                  c->mx_host, c->ip, doing(c));
+    relay_smtp_verdict_local(&v, RELAY_SMTP_DEFERRED, "4.4.2", current_phase(c),
+                             "conversation with %s[%s] timed out while %s", c->mx_host, c->ip, doing(c));
     broken_off(c, &v);
 }
 
@@ -1098,7 +728,7 @@ bool relay_smtp_send(struct relay_smtp *c, const struct relay_smtp_job *job, rel
     if (c->state == CS_NEW)
         connect_next(c);
     else if (c->state == CS_READY)
-        tx_start(c);
+        relay_smtp_tx_start(c);
     /* CS_RSET: the transaction starts with the RSET reply */
     return true;
 }

@@ -103,6 +103,7 @@ struct conf {
     struct strlist relay_domain_limits; /* relay.domain_limits: "domain:rate:concurrency" overrides */
     int relay_throttle_scope;           /* relay.throttle_scope: enum relay_throttle_scope */
     long long dns_timeout;              /* dns.timeout (ms) */
+    char *bridge_lmtp;                  /* bridge.lmtp: host[:port] or unix:/path; "" = Maildir */
 };
 
 enum relay_tls_policy { RELAY_TLS_NONE, RELAY_TLS_MAY, RELAY_TLS_ENCRYPT, RELAY_TLS_VERIFY };

@@ -164,6 +164,10 @@ const struct conf_row conf_rows[] = {
     ENUM("relay.throttle_scope", relay_throttle_scope, "shared", "shared|node", true,
         "Whether rate and concurrency limits count all relay nodes together (shared, in Redis) or each node alone (node)."),
 
+    /* bridge */
+    STR("bridge.lmtp", bridge_lmtp, "", true,
+        "The mailbox tier's LMTP server (Dovecot, Apache James): host[:port] (port 24) or unix:/path; empty = Maildirs under state_dir/mailboxes."),
+
     /* tls */
     STR("tls.cert", tls_cert, "", true,
         "PEM certificate chain for STARTTLS and implicit TLS; empty (with tls.key) = self-signed pair under state_dir."),

@@ -110,6 +110,8 @@ void relay_delivered(struct relay *rl, struct relay_rcpt **rcpts, size_t n);
 
 /* relay_deliver.c: delivers rcpts (all of one message and one domain); calls relay_delivered. */
 void relay_deliver(struct relay *rl, struct relay_rcpt **rcpts, size_t n);
+/* Delivers rcpts (all of one message) over LMTP to target: "host[:port]" (24) or "unix:/path". */
+void relay_deliver_to(struct relay *rl, struct relay_rcpt **rcpts, size_t n, const char *target);
 /* Closes every connection to destination hosts (at exit). */
 void relay_deliver_shutdown(struct relay *rl);
 /* The STARTTLS policy for a recipient domain: its relay.domain_tls entry, else relay.tls. */

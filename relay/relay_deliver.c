@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <strings.h>
 
 #include "clock.h"
@@ -43,8 +44,9 @@ struct relay_conn {
 struct relay_dest {
     struct relay_dest *next;
     struct relay *rl;
-    char *host;
+    char *host;                     /* a host name or address, or a unix socket's path */
     int port;
+    bool lmtp;                      /* its connections speak LMTP */
     enum tls_policy tls;            /* connections to one host under different policies stay apart */
     struct relay_conn *conns;
     unsigned nconns;
@@ -62,6 +64,7 @@ struct attempt {
     size_t nhosts, next_host;
     int port;
     enum tls_policy tls;            /* STARTTLS policy for this domain */
+    bool lmtp;                      /* to the mailbox tier over LMTP (the bridge) */
     struct relay_dest *dest;        /* the host being tried */
     struct attempt *wait_next;      /* in dest's wait queue */
     struct buf why;                 /* the last connection-level failure */
@@ -106,16 +109,18 @@ static void finish_all(struct attempt *a, enum relay_outcome o, const char *stat
 
 /* ---- destinations and their connections ---- */
 
-static struct relay_dest *dest_get(struct relay *rl, const char *host, int port, enum tls_policy tls)
+static struct relay_dest *dest_get(struct relay *rl, const char *host, int port, enum tls_policy tls,
+                                   bool lmtp)
 {
     for (struct relay_dest *d = rl->dests; d != NULL; d = d->next)
-        if (d->port == port && d->tls == tls && strcmp(d->host, host) == 0)
+        if (d->port == port && d->tls == tls && d->lmtp == lmtp && strcmp(d->host, host) == 0)
             return d;
     struct relay_dest *d = xcalloc(1, sizeof *d);
     d->rl = rl;
     d->host = xstrdup(host);
     d->port = port;
     d->tls = tls;
+    d->lmtp = lmtp;
     d->next = rl->dests;
     rl->dests = d;
     return d;
@@ -182,7 +187,7 @@ static void smtp_done(struct relay_smtp *smtp, const struct relay_smtp_report *r
         /* Opportunistic TLS failed: the same host again, in plaintext (RFC 7435). */
         log_msg(LOG_INFO, "tls-fallback", &a->logctx, "%s: TLS handshake failed, retrying without TLS",
                 d->host);
-        struct relay_dest *plain = dest_get(a->rl, d->host, d->port, TLS_POLICY_NONE);
+        struct relay_dest *plain = dest_get(a->rl, d->host, d->port, TLS_POLICY_NONE, d->lmtp);
         a->dest = plain;
         if (plain->wait_tail != NULL)
             plain->wait_tail->wait_next = a;
@@ -243,6 +248,35 @@ struct conn_open {
     struct attempt *a;
 };
 
+/* Opens a connection to d over addrs and starts a's transaction on it. */
+static void conn_open(struct relay_dest *d, struct attempt *a, const struct netaddr *addrs, size_t naddrs)
+{
+    struct relay *rl = a->rl;
+    struct relay_smtp_conf sc = {
+        .lmtp = d->lmtp,
+        .helo_name = rl->hostname,
+        .mx_host = d->host,
+        .tls = d->tls,
+        .tls_ctx = rl->tls_ctx,
+        .idle_ms = CONN_IDLE_MS,
+        .logctx = NULL,
+    };
+    relay_smtp_timeouts_default(&sc.timeouts);
+    sc.timeouts.connect_ms = (unsigned)conf.relay_connect_timeout;
+    sc.timeouts.greeting_ms = sc.timeouts.helo_ms = sc.timeouts.starttls_ms = sc.timeouts.mail_ms =
+        sc.timeouts.rcpt_ms = sc.timeouts.rset_ms = sc.timeouts.quit_ms =
+            (unsigned)conf.relay_command_timeout;
+    sc.timeouts.data_init_ms = sc.timeouts.data_block_ms = (unsigned)conf.relay_data_timeout;
+    sc.timeouts.data_done_ms = (unsigned)conf.relay_final_timeout;
+    struct relay_conn *c = xcalloc(1, sizeof *c);
+    c->dest = d;
+    c->smtp = relay_smtp_new(rl->base, &sc, addrs, naddrs, conn_closed, c);
+    c->next = d->conns;
+    d->conns = c;
+    d->nconns++;
+    conn_use(c, a);
+}
+
 static void conn_addr_cb(struct dns_result *res, void *arg)
 {
     struct conn_open *o = arg;
@@ -269,30 +303,8 @@ static void conn_addr_cb(struct dns_result *res, void *arg)
         addrs[i].len = res->addrs[i].ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                                            : sizeof(struct sockaddr_in);
     }
-    struct relay *rl = a->rl;
-    struct relay_smtp_conf sc = {
-        .helo_name = rl->hostname,
-        .mx_host = d->host,
-        .tls = d->tls,
-        .tls_ctx = rl->tls_ctx,
-        .idle_ms = CONN_IDLE_MS,
-        .logctx = NULL,
-    };
-    relay_smtp_timeouts_default(&sc.timeouts);
-    sc.timeouts.connect_ms = (unsigned)conf.relay_connect_timeout;
-    sc.timeouts.greeting_ms = sc.timeouts.helo_ms = sc.timeouts.starttls_ms = sc.timeouts.mail_ms =
-        sc.timeouts.rcpt_ms = sc.timeouts.rset_ms = sc.timeouts.quit_ms =
-            (unsigned)conf.relay_command_timeout;
-    sc.timeouts.data_init_ms = sc.timeouts.data_block_ms = (unsigned)conf.relay_data_timeout;
-    sc.timeouts.data_done_ms = (unsigned)conf.relay_final_timeout;
-    struct relay_conn *c = xcalloc(1, sizeof *c);
-    c->dest = d;
-    c->smtp = relay_smtp_new(rl->base, &sc, addrs, res->n, conn_closed, c);
+    conn_open(d, a, addrs, res->n);
     free(addrs);
-    c->next = d->conns;
-    d->conns = c;
-    d->nconns++;
-    conn_use(c, a);
 }
 
 /* Forgets a destination with no connection and nobody waiting, so the list stays short. */
@@ -332,6 +344,17 @@ static void dest_dispatch(struct relay_dest *d)
         a->wait_next = NULL;
         if (idle != NULL) {
             conn_use(idle, a);
+            continue;
+        }
+        if (d->host[0] == '/') {
+            /* A unix socket (the mailbox tier's LMTP): no lookup. */
+            struct netaddr un;
+            memset(&un, 0, sizeof un);
+            struct sockaddr_un *sun = (struct sockaddr_un *)&un.ss;
+            sun->sun_family = AF_UNIX;
+            snprintf(sun->sun_path, sizeof sun->sun_path, "%s", d->host);
+            un.len = sizeof *sun;
+            conn_open(d, a, &un, 1);
             continue;
         }
         struct conn_open *o = xcalloc(1, sizeof *o);
@@ -387,7 +410,7 @@ static void next_host(struct attempt *a)
                    a->why.len ? buf_cstr(&a->why) : "no host could be reached");
         return;
     }
-    struct relay_dest *d = dest_get(a->rl, a->hosts[a->next_host++], a->port, a->tls);
+    struct relay_dest *d = dest_get(a->rl, a->hosts[a->next_host++], a->port, a->tls, a->lmtp);
     a->dest = d;
     if (d->wait_tail != NULL)
         d->wait_tail->wait_next = a;
@@ -464,7 +487,8 @@ static void throttled_cb(bool ok, long long wait_ms, const char *slot, const cha
     start_route(a);
 }
 
-void relay_deliver(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
+/* A delivery of rcpts (one message's), not started yet. */
+static struct attempt *attempt_new(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
 {
     struct relay_msg *m = rcpts[0]->msg;
     struct attempt *a = xcalloc(1, sizeof *a);
@@ -491,6 +515,33 @@ void relay_deliver(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
         .rcpts = a->srcpts,
         .nrcpts = n,
     };
+    return a;
+}
+
+void relay_deliver_to(struct relay *rl, struct relay_rcpt **rcpts, size_t n, const char *target)
+{
+    struct attempt *a = attempt_new(rl, rcpts, n);
+    a->lmtp = true;
+    a->tls = TLS_POLICY_NONE;
+    char *host = NULL;
+    int port = 24;
+    const char *path = strncmp(target, "unix:", 5) == 0 ? target + 5 : target[0] == '/' ? target : NULL;
+    if (path != NULL) {
+        host = xstrdup(path);
+    } else if (!netaddr_split(target, &host, &port, 24)) {
+        finish_all(a, OUTCOME_DEFERRED, "4.3.5", "bridge.lmtp is not host[:port] or unix:/path");
+        return;
+    }
+    a->hosts = xcalloc(1, sizeof *a->hosts);
+    a->hosts[0] = host;
+    a->nhosts = 1;
+    a->port = port;
+    next_host(a);
+}
+
+void relay_deliver(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
+{
+    struct attempt *a = attempt_new(rl, rcpts, n);
     struct relay_limits lim;
     relay_limits_for(rcpts[0]->domain, &lim);
     if (lim.rate == 0 && lim.concurrency == 0) {

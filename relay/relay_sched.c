@@ -278,8 +278,12 @@ void relay_delivered(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
                     r->result_status[0] = '5';
             }
         }
-        if (res->outcome == OUTCOME_FAILED) {
-            res->repo = conf.relay_failed_repository[0] ? conf.relay_failed_repository : NULL;
+        if (res->outcome == OUTCOME_FAILED && res->repo == NULL) {
+            /* The mailbox tier does not know the address: James's address-error repository. */
+            bool unknown = rl->role->deliver != NULL && res->status != NULL
+                           && strncmp(res->status, "5.1.", 4) == 0;
+            res->repo = unknown ? "address-error"
+                        : conf.relay_failed_repository[0] ? conf.relay_failed_repository : NULL;
             rl->failed++;
         } else if (res->outcome == OUTCOME_DELIVERED) {
             rl->delivered++;

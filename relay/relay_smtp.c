@@ -422,11 +422,11 @@ static void on_hello_reply(struct relay_smtp *c, enum expect_kind k)
         relay_smtp_verdict_reply(c, &v, RELAY_PHASE_GREETING);
         addr_failed(c, &v);
     } else if (k == EX_GREETING) {
-        relay_smtp_send_cmd(c, EX_EHLO, 0, "EHLO %s", c->helo_name);
+        relay_smtp_send_cmd(c, EX_EHLO, 0, "%s %s", c->lmtp ? "LHLO" : "EHLO", c->helo_name);
     } else if (k == EX_EHLO && cls == 2) {
         parse_ehlo(c);
         after_hello(c);
-    } else if (k == EX_EHLO && cls == 5) {   /* RFC 5321 §3.2: a server without EHLO */
+    } else if (k == EX_EHLO && cls == 5 && !c->lmtp) {   /* RFC 5321 §3.2: a server without EHLO */
         relay_smtp_send_cmd(c, EX_HELO, 0, "HELO %s", c->helo_name);
     } else if (k == EX_HELO && cls == 2) {
         c->pipelining = c->eightbitmime = c->smtputf8 = c->dsn = c->starttls = c->size = false;
@@ -577,7 +577,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
             c->tls_info = buf_steal(&info);
             log_msg(LOG_INFO, "relay-tls", c->logctx, "%s[%s]: %s", c->mx_host, c->ip, c->tls_info);
             c->state = CS_HELLO;    /* RFC 3207 §4.2: start over, EHLO again */
-            relay_smtp_send_cmd(c, EX_EHLO, 0, "EHLO %s", c->helo_name);
+            relay_smtp_send_cmd(c, EX_EHLO, 0, "%s %s", c->lmtp ? "LHLO" : "EHLO", c->helo_name);
             return;
         }
         struct buf why = BUF_INIT;
@@ -695,6 +695,7 @@ struct relay_smtp *relay_smtp_new(struct event_base *base, const struct relay_sm
     struct relay_smtp *c = xcalloc(1, sizeof *c);
     c->base = base;
     c->helo_name = xstrdup(conf->helo_name != NULL ? conf->helo_name : "localhost");
+    c->lmtp = conf->lmtp;
     c->mx_host = xstrdup(conf->mx_host != NULL ? conf->mx_host : "");
     c->policy = conf->tls == TLS_POLICY_MAY && conf->tls_ctx == NULL ? TLS_POLICY_NONE : conf->tls;
     c->tls_ctx = conf->tls_ctx;

@@ -74,7 +74,9 @@ void relay_smtp_timeouts_default(struct relay_smtp_timeouts *t);
 
 /* How to talk to one destination host. Copied by relay_smtp_new(); tls_ctx is borrowed. */
 struct relay_smtp_conf {
-    const char *helo_name;          /* our name in EHLO/HELO */
+    bool lmtp;                      /* speak LMTP (RFC 2033): LHLO, one reply per recipient after
+                                     * the final dot */
+    const char *helo_name;          /* our name in EHLO/HELO/LHLO */
     const char *mx_host;            /* the host's name: results, SNI, name checked under verify */
     enum tls_policy tls;
     SSL_CTX *tls_ctx;               /* tls_client_ctx_new(); must outlive the connection. NULL:

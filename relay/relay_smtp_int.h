@@ -49,6 +49,8 @@ struct rcpt_state {
 };
 
 struct relay_smtp {
+    bool lmtp;                  /* LMTP: LHLO, and a reply per accepted recipient after the dot */
+    size_t dots_left;           /* LMTP: replies to the final dot still to come */
     struct event_base *base;    /* borrowed */
     char *helo_name;            /* copied from the conf */
     char *mx_host;              /* copied from the conf */

@@ -209,7 +209,18 @@ void relay_smtp_body_fill(struct relay_smtp *c)
     relay_stuff_end(&c->stuffer, &c->scratch);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     c->state = CS_TX;
-    relay_smtp_expect_push(c, EX_DOT, 0);
+    c->dots_left = 0;
+    if (c->lmtp) {
+        /* RFC 2033 §4.2: one reply per recipient accepted at RCPT, in that order. */
+        for (size_t i = 0; i < c->job->nrcpts; i++) {
+            if (c->rs[i].accepted && !c->rs[i].final) {
+                relay_smtp_expect_push(c, EX_DOT, i);
+                c->dots_left++;
+            }
+        }
+    }
+    if (c->dots_left == 0)
+        relay_smtp_expect_push(c, EX_DOT, 0);
     bufferevent_write(c->bev, c->scratch.data, c->scratch.len);
 }
 
@@ -285,7 +296,16 @@ void relay_smtp_on_tx_reply(struct relay_smtp *c, struct expect e)
         break;
     case EX_DOT:
         c->need_rset = false;   /* the transaction is over whatever the reply */
-        decide_accepted(c, RELAY_PHASE_BODY);
+        if (c->dots_left > 0) {
+            /* LMTP: this reply is this recipient's alone. */
+            relay_smtp_verdict_reply(c, &v, RELAY_PHASE_BODY);
+            relay_smtp_apply(c, e.rcpt, &v);
+            buf_release(&v.text);
+            if (--c->dots_left > 0)
+                break;
+        } else {
+            decide_accepted(c, RELAY_PHASE_BODY);
+        }
         tx_end(c);
         break;
     default:

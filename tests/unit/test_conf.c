@@ -163,6 +163,7 @@ static void test_defaults(void **state)
     assert_string_equal(conf.relay_temporary_repository, "");
     assert_int_equal(conf.relay_delay_warning, 0);
     assert_int_equal(conf.relay_domain_tls.n, 0);
+    assert_string_equal(conf.bridge_lmtp, "");
 }
 
 /* Every default parses, lies within its row's bounds, and is already in canonical form. */
@@ -172,7 +173,7 @@ static void test_rows(void **state)
     struct buf errs = BUF_INIT;
     assert_true(conf_load(NULL, NULL, 0, &errs));
     buf_release(&errs);
-    assert_int_equal(conf_nrows, 62);
+    assert_int_equal(conf_nrows, 63);
     for (size_t i = 0; i < conf_nrows; i++) {
         const struct conf_row *r = &conf_rows[i];
         assert_ptr_equal(conf_find(r->name), r);

@@ -1,0 +1,72 @@
+"""The mailbox bridge over LMTP into a real Dovecot, read back over IMAP."""
+import email
+
+import pytest
+
+import mxtest
+from dovecot import Dovecot
+from mxtest import message, queued_ids, send_message, split_received
+
+
+@pytest.fixture
+def tier(tmp_path, redis_server, edge_factory):
+    dove = Dovecot(tmp_path / "dovecot")
+    edge = edge_factory()
+    o = {"relay.poll": "100ms", "relay.retry_schedule": "1s", "relay.retry_jitter": "0",
+         "bridge.lmtp": f"127.0.0.1:{dove.lmtp_port}"}
+    relay = mxtest.Mxgate(tmp_path / "relay", redis_server.url, o, command="relay", wait_ports=False)
+    bridge = mxtest.Mxgate(tmp_path / "bridge", redis_server.url, o, command="bridge", wait_ports=False)
+    yield dove, edge, relay, bridge
+    relay.stop()
+    bridge.stop()
+    dove.stop()
+
+
+def imap_content(raw):
+    """What Dovecot returns, from our Received header on (its own headers come before it)."""
+    i = raw.index(b"Received: from client.test")
+    return raw[i:]
+
+
+def test_mail_arrives_in_the_inbox_byte_identical(tier, redis_server):
+    dove, edge, relay, bridge = tier
+    content = (b"Subject: to the tier\r\nFrom: <a@src.test>\r\nMessage-Id: <t1@src.test>\r\n\r\n"
+               b"line one\r\n..dotted\r\n\xc3\xa9t\xc3\xa9\r\nlast\r\n")
+    code, lines = send_message(edge.port, "a@src.test", ["bob@local.test", "carol@local.test"],
+                               content + b".\r\n")
+    assert code == 250
+    qid = lines[0].split()[-1]
+    stored = message(redis_server.client, qid)[1]
+    mxtest.wait_for(lambda: dove.inbox("bob") and dove.inbox("carol"), what="both inboxes")
+    for user in ("bob", "carol"):
+        [raw] = dove.inbox(user)
+        assert imap_content(raw) == stored        # byte-identical, bar the headers the tier adds
+    mxtest.wait_for(lambda: queued_ids(redis_server.client) == [], what="message removed")
+    assert len(bridge.events("delivered")) == 2
+
+
+def test_unknown_user_is_refused_and_bounced(tier, redis_server):
+    dove, edge, relay, bridge = tier
+    code, lines = send_message(edge.port, "alice@local.test", ["bob@local.test", "nobody@local.test"],
+                               b"Subject: two\r\n\r\nx\r\n.\r\n")
+    qid = lines[0].split()[-1]
+    mxtest.wait_for(lambda: bridge.events("failed") and bridge.events("delivered"), what="both fates")
+    assert len(dove.inbox("bob")) == 1
+    failed = bridge.events("failed")[0]
+    assert failed["to"] == "nobody@local.test" and failed["code"] == 550 and failed["status"].startswith("5.1.")
+    r = redis_server.client
+    assert r.zscore("mxg:repo:address-error", qid) is not None
+    assert len(bridge.events("bounce-queued")) == 1
+
+
+def test_tier_down_defers_then_delivers(tier, redis_server):
+    dove, edge, relay, bridge = tier
+    dove.stop()
+    code, lines = send_message(edge.port, "a@src.test", ["bob@local.test"], b"Subject: later\r\n\r\nx\r\n.\r\n")
+    qid = lines[0].split()[-1]
+    mxtest.wait_for(lambda: len(bridge.events("deferred")) >= 2, timeout=15, what="deferrals")
+    assert message(redis_server.client, qid)[2][0]["state"] == "deferred"
+    dove.start()
+    mxtest.wait_for(lambda: dove.inbox("bob"), timeout=15, what="delivery after the tier is back")
+    mxtest.wait_for(lambda: queued_ids(redis_server.client) == [], what="message removed")
+    assert len(dove.inbox("bob")) == 1

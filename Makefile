@@ -81,6 +81,13 @@ docs: $(BIN)
 	$(BIN) config reference > docs/configuration.md
 	$(BIN) config sample > conf/mxgate.conf
 
+# --- bench: mxgate side by side with Postfix and the smtp-source -> smtp-sink ceiling
+# (docs/performance.md; BENCH_QUICK=1 for a short run; other BENCH_* settings in scripts/bench).
+.PHONY: bench
+bench: $(BIN)
+	MXGATE_BIN=$(abspath $(BIN)) scripts/bench
+# --- end bench
+
 clean:
 	rm -rf build bin
 

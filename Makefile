@@ -6,6 +6,7 @@
 #   make check SANITIZE=1   the same under ASan + UBSan (objects in build/san)
 #   make unit | make integration   one half of the suite
 #   make docs         regenerate docs/configuration.md and conf/mxgate.conf from the settings table
+#   make bench        mxgate side by side with Postfix on this machine (docs/performance.md)
 
 PKGS     := libevent libevent_openssl libevent_pthreads hiredis openssl libcrypt libcares jansson
 CC       ?= cc
@@ -81,12 +82,10 @@ docs: $(BIN)
 	$(BIN) config reference > docs/configuration.md
 	$(BIN) config sample > conf/mxgate.conf
 
-# --- bench: mxgate side by side with Postfix and the smtp-source -> smtp-sink ceiling
-# (docs/performance.md; BENCH_QUICK=1 for a short run; other BENCH_* settings in scripts/bench).
+# BENCH_QUICK=1 for a short run; the other BENCH_* settings are in scripts/bench.
 .PHONY: bench
 bench: $(BIN)
 	MXGATE_BIN=$(abspath $(BIN)) scripts/bench
-# --- end bench
 
 clean:
 	rm -rf build bin

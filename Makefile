@@ -84,7 +84,8 @@ docs: $(BIN)
 
 # BENCH_QUICK=1 for a short run; the other BENCH_* settings are in scripts/bench.
 .PHONY: bench
-bench: $(BIN)
+bench: test-deps
+	@$(MAKE) --no-print-directory $(BIN)
 	MXGATE_BIN=$(abspath $(BIN)) scripts/bench
 
 clean:

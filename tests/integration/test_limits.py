@@ -1,4 +1,4 @@
-"""The edge's limits (issue 2, section 3), each with a small override so that it bites fast.
+"""The edge's limits, each with a small override so that it bites fast.
 
 Command and text line lengths, address part lengths, recipients per message, message size (DATA
 and BDAT), messages per session, connections in total and per IP, the idle timeout, the minimum

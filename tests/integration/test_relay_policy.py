@@ -1,4 +1,4 @@
-"""Relay policy and the local recipient lookup (issue 2, section 3).
+"""Relay policy and the local recipient lookup.
 
 An untrusted, unauthenticated client may only send to local domains, and only with a plain local
 part: the open-relay list of the issue (other domains, %-hack, bang path, source route, quoted

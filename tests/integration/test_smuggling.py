@@ -1,4 +1,4 @@
-"""SMTP smuggling (issue 2, section 3): no look-alike of the end-of-data sequence inside DATA or
+"""SMTP smuggling: no look-alike of the end-of-data sequence inside DATA or
 BDAT content ever starts a second transaction.
 
 Each sequence of the issue's list is put between "hello" and a smuggled transaction (MAIL, RCPT,

@@ -518,6 +518,16 @@ static struct attempt *attempt_new(struct relay *rl, struct relay_rcpt **rcpts, 
     return a;
 }
 
+/* The route is one host (the smarthost, or the bridge's LMTP target); takes ownership of host. */
+static void route_to_one(struct attempt *a, char *host, int port)
+{
+    a->hosts = xcalloc(1, sizeof *a->hosts);
+    a->hosts[0] = host;
+    a->nhosts = 1;
+    a->port = port;
+    next_host(a);
+}
+
 void relay_deliver_to(struct relay *rl, struct relay_rcpt **rcpts, size_t n, const char *target)
 {
     struct attempt *a = attempt_new(rl, rcpts, n);
@@ -532,11 +542,7 @@ void relay_deliver_to(struct relay *rl, struct relay_rcpt **rcpts, size_t n, con
         finish_all(a, OUTCOME_DEFERRED, "4.3.5", "bridge.lmtp is not host[:port] or unix:/path");
         return;
     }
-    a->hosts = xcalloc(1, sizeof *a->hosts);
-    a->hosts[0] = host;
-    a->nhosts = 1;
-    a->port = port;
-    next_host(a);
+    route_to_one(a, host, port);
 }
 
 void relay_deliver(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
@@ -566,11 +572,7 @@ static void start_route(struct attempt *a)
             finish_all(a, OUTCOME_DEFERRED, "4.3.5", "relay.smarthost is not host[:port]");
             return;
         }
-        a->hosts = xcalloc(1, sizeof *a->hosts);
-        a->hosts[0] = host;
-        a->nhosts = 1;
-        a->port = port;
-        next_host(a);
+        route_to_one(a, host, port);
         return;
     }
     a->port = (int)conf.relay_mx_port;

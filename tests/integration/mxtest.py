@@ -176,6 +176,14 @@ class Mxgate:
         return self.stop(signal.SIGKILL)
 
 
+def start_role(dir, redis_url, overrides, command="relay"):
+    """`mxgate relay` (or bridge), which listens on nothing: started once it logs "started"."""
+    m = Mxgate(dir, redis_url, overrides, command=command, wait_ports=False)
+    wait_for(lambda: m.events("started") or m.proc.poll() is not None, what=f"{command} started")
+    assert m.proc.poll() is None, m.read_log()
+    return m
+
+
 class SMTP:
     """A raw SMTP client: bytes out exactly as given, replies parsed (code, [lines])."""
 

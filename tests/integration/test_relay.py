@@ -110,9 +110,7 @@ def world(tmp_path, redis_server, edge_factory):
             "relay.lease": "10s",
         }
         o.update(extra or {})
-        r = mxtest.Mxgate(tmp_path / name, redis_server.url, o, command="relay", wait_ports=False)
-        mxtest.wait_for(lambda: r.events("started") or r.proc.poll() is not None, what="relay started")
-        assert r.proc.poll() is None, r.read_log()
+        r = mxtest.start_role(tmp_path / name, redis_server.url, o)
         relays.append(r)
         return r
 

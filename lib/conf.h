@@ -101,6 +101,7 @@ struct conf {
     long long relay_rate_limit;         /* relay.rate_limit: messages per minute per domain; 0 = none */
     long long relay_concurrency_limit;  /* relay.concurrency_limit: deliveries at once per domain; 0 = none */
     struct strlist relay_domain_limits; /* relay.domain_limits: "domain:rate:concurrency" overrides */
+    struct strlist relay_mx_limits;     /* relay.mx_limits: "host:rate:concurrency" per MX host */
     int relay_throttle_scope;           /* relay.throttle_scope: enum relay_throttle_scope */
     long long dns_timeout;              /* dns.timeout (ms) */
     char *bridge_lmtp;                  /* bridge.lmtp: host[:port] or unix:/path; "" = Maildir */

@@ -161,6 +161,8 @@ const struct conf_row conf_rows[] = {
         "Deliveries to one recipient domain at the same time (all relay nodes together); 0 = no limit."),
     LIST("relay.domain_limits", relay_domain_limits, "", true,
         "Per-domain limits overriding the two above, as domain:rate:concurrency entries (0 = no limit), e.g. example.com:600:10."),
+    LIST("relay.mx_limits", relay_mx_limits, "", true,
+        "Limits per MX host, whatever the recipient domain, as host:rate:concurrency entries (0 = no limit), e.g. mx1.bigmail.example:1200:30."),
     ENUM("relay.throttle_scope", relay_throttle_scope, "shared", "shared|node", true,
         "Whether rate and concurrency limits count all relay nodes together (shared, in Redis) or each node alone (node)."),
 

@@ -80,6 +80,7 @@ bool ops_config_validate(const char *file, struct buf *errs)
     ok &= report(errs, file, "relay.retry_schedule", rs != NULL, &msg);
     retry_schedule_free(rs);
     ok &= report(errs, file, "relay.domain_limits", relay_limits_check(&conf.relay_domain_limits, &msg), &msg);
+    ok &= report(errs, file, "relay.mx_limits", relay_limits_check(&conf.relay_mx_limits, &msg), &msg);
     ok &= report(errs, file, "relay.domain_tls", relay_tls_check(&conf.relay_domain_tls, &msg), &msg);
     if (conf.relay_smarthost[0] != '\0') {
         char *host = NULL;

@@ -71,14 +71,28 @@ struct attempt {
     char why_status[16];
     struct log_ctx logctx;
     char slot[RELAY_TOKEN_LEN + 24]; /* the domain's concurrency slot, "" when none is held */
+    char mx_slot[RELAY_TOKEN_LEN + 24]; /* the current MX host's slot, "" when none is held */
+    char *mx_key;                   /* "mx:HOST" the mx_slot belongs to */
 };
 
 static void next_host(struct attempt *a);
+static void finish_throttled(struct attempt *a, long long wait_ms, const char *why);
 static void dest_dispatch(struct relay_dest *d);
 static void dest_release_if_idle(struct relay_dest *d);
 
+/* Gives back the MX host's concurrency slot, if one is held. */
+static void release_mx_slot(struct attempt *a)
+{
+    if (a->mx_slot[0] != '\0')
+        relay_throttle_release(a->rl->redis, a->mx_key, a->rl->node, a->mx_slot);
+    a->mx_slot[0] = '\0';
+    free(a->mx_key);
+    a->mx_key = NULL;
+}
+
 static void attempt_free(struct attempt *a)
 {
+    release_mx_slot(a);
     if (a->slot[0] != '\0')
         relay_throttle_release(a->rl->redis, a->rcpts[0]->domain, a->rl->node, a->slot);
     for (size_t i = 0; i < a->nhosts; i++)
@@ -403,14 +417,10 @@ enum tls_policy relay_tls_policy_for(const char *domain)
     return (enum tls_policy)conf.relay_tls;
 }
 
-static void next_host(struct attempt *a)
+/* Puts a in the queue of its next host's connections. */
+static void queue_on_host(struct attempt *a, const char *host)
 {
-    if (a->next_host >= a->nhosts) {
-        finish_all(a, OUTCOME_DEFERRED, a->why_status[0] ? a->why_status : "4.4.1",
-                   a->why.len ? buf_cstr(&a->why) : "no host could be reached");
-        return;
-    }
-    struct relay_dest *d = dest_get(a->rl, a->hosts[a->next_host++], a->port, a->tls, a->lmtp);
+    struct relay_dest *d = dest_get(a->rl, host, a->port, a->tls, a->lmtp);
     a->dest = d;
     if (d->wait_tail != NULL)
         d->wait_tail->wait_next = a;
@@ -418,6 +428,49 @@ static void next_host(struct attempt *a)
         d->wait_head = a;
     d->wait_tail = a;
     dest_dispatch(d);
+}
+
+static void mx_throttled_cb(bool ok, long long wait_ms, const char *slot, const char *err, void *arg)
+{
+    struct attempt *a = arg;
+    if (err != NULL) {
+        finish_throttled(a, 5000, "MX host limits could not be checked");
+        return;
+    }
+    if (!ok) {
+        finish_throttled(a, wait_ms, "MX host rate or concurrency limit");
+        return;
+    }
+    snprintf(a->mx_slot, sizeof a->mx_slot, "%s", slot);
+    queue_on_host(a, a->hosts[a->next_host - 1]);
+}
+
+static void next_host(struct attempt *a)
+{
+    release_mx_slot(a);     /* the previous host's, if any */
+    if (a->next_host >= a->nhosts) {
+        finish_all(a, OUTCOME_DEFERRED, a->why_status[0] ? a->why_status : "4.4.1",
+                   a->why.len ? buf_cstr(&a->why) : "no host could be reached");
+        return;
+    }
+    const char *host = a->hosts[a->next_host++];
+    struct relay_limits lim;
+    relay_mx_limits_for(host, &lim);
+    if (a->lmtp || (lim.rate == 0 && lim.concurrency == 0)) {
+        queue_on_host(a, host);
+        return;
+    }
+    struct buf key = BUF_INIT;
+    buf_printf(&key, "mx:%s", host);
+    a->mx_key = buf_steal(&key);
+    char slot[RELAY_TOKEN_LEN + 24];
+    snprintf(slot, sizeof slot, "%s-%llu", a->rl->node, ++a->rl->slots);
+    if (!relay_throttle_acquire(a->rl->redis, a->mx_key, &lim, a->rl->node, lim.concurrency ? slot : "",
+                                conf.relay_lease, mx_throttled_cb, a)) {
+        free(a->mx_key);
+        a->mx_key = NULL;
+        finish_throttled(a, 5000, "MX host limits could not be checked");
+    }
 }
 
 static void mx_cb(struct dns_result *res, void *arg)

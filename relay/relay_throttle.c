@@ -80,22 +80,34 @@ bool relay_limits_check(const struct strlist *entries, struct buf *err)
     return true;
 }
 
-void relay_limits_for(const char *domain, struct relay_limits *out)
+/* name's entry in entries, else the defaults given. */
+static void limits_lookup(const struct strlist *entries, const char *name, long long rate, long long conc,
+                          struct relay_limits *out)
 {
-    out->rate = conf.relay_rate_limit;
-    out->concurrency = conf.relay_concurrency_limit;
-    for (size_t i = 0; i < conf.relay_domain_limits.n; i++) {
+    out->rate = rate;
+    out->concurrency = conc;
+    for (size_t i = 0; i < entries->n; i++) {
         char *d = NULL;
         struct relay_limits lim;
-        if (!parse_entry(conf.relay_domain_limits.v[i], &d, &lim))
+        if (!parse_entry(entries->v[i], &d, &lim))
             continue;       /* refused by `mxgate config check` */
-        bool match = strcasecmp(d, domain) == 0;
+        bool match = strcasecmp(d, name) == 0;
         free(d);
         if (match) {
             *out = lim;
             return;
         }
     }
+}
+
+void relay_limits_for(const char *domain, struct relay_limits *out)
+{
+    limits_lookup(&conf.relay_domain_limits, domain, conf.relay_rate_limit, conf.relay_concurrency_limit, out);
+}
+
+void relay_mx_limits_for(const char *host, struct relay_limits *out)
+{
+    limits_lookup(&conf.relay_mx_limits, host, 0, 0, out);
 }
 
 /* "P:throttle:KIND:domain" (lower case), with ":node" when limits are per node. */

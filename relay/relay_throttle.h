@@ -30,6 +30,11 @@ struct relay_limits {
 bool relay_limits_check(const struct strlist *entries, struct buf *err) __attribute__((warn_unused_result));
 /* The limits for a recipient domain: its relay.domain_limits entry, else the defaults. */
 void relay_limits_for(const char *domain, struct relay_limits *out);
+/*
+ * The limits for an MX host: its relay.mx_limits entry, else none. They are kept under the name
+ * "mx:HOST" (pass that as the domain to acquire and release), apart from the domains' limits.
+ */
+void relay_mx_limits_for(const char *host, struct relay_limits *out);
 
 /*
  * ok: the delivery may start (slot, when non-empty, must be given back with relay_throttle_release);

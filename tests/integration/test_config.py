@@ -171,3 +171,11 @@ def test_check_domain_tls(tmp_path):
     r = run("config", "check", str(f))
     assert r.returncode == 1
     assert f"{f}: relay.domain_tls: 'odd.example:sometimes' is not domain:none|may|encrypt|verify" in r.stderr
+
+
+def test_check_mx_limits(tmp_path):
+    f = tmp_path / "mx.conf"
+    f.write_text("relay.mx_limits = mx1.big.example:1200:30, mx2.big.example\n")
+    r = run("config", "check", str(f))
+    assert r.returncode == 1
+    assert f"{f}: relay.mx_limits: 'mx2.big.example' is not domain:rate:concurrency" in r.stderr

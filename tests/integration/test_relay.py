@@ -93,6 +93,7 @@ def world(tmp_path, redis_server, edge_factory):
     """DNS for remote.test and src.test, a sink as their MX, an edge that relays for loopback."""
     dns = Dnsmasq(tmp_path, [
         "--mx-host=remote.test,mx.remote.test,10",
+        "--mx-host=other.test,mx.remote.test,10",
         "--host-record=mx.remote.test,127.0.0.1",
         "--mx-host=nullmx.test,.,0",
     ])
@@ -424,3 +425,19 @@ def test_sigterm_waits_for_deliveries_in_hand(world):
     rec = message(world.redis.client, qid)[2][0]
     assert rec["state"] == "deferred" and rec["attempts"] == 1
     assert world.redis.client.zcard("mxg:lease") == 0
+
+
+def test_mx_host_limit_holds_across_domains(world):
+    # remote.test and other.test share one MX host; its limit (120/min) spaces them all.
+    relay = world.relay({"relay.mx_limits": "mx.remote.test:120:0"})
+    n = 6
+    for i in range(n):
+        domain = "remote.test" if i % 2 else "other.test"
+        code, _ = send_message(world.edge.port, "", [f"u{i}@{domain}"], b"x\r\n.\r\n")
+        assert code == 250
+    mxtest.wait_for(lambda: len(world.sink.dumps()) == n, timeout=30, what="all delivered")
+    t = delivery_times(world.sink)
+    gaps = [b - a for a, b in zip(t, t[1:])]
+    assert min(gaps) >= 0.4, gaps
+    assert t[-1] - t[0] >= (n - 1) * 0.45, t
+    assert all("MX host" in e["reply"] for e in relay.events("throttled"))

@@ -164,6 +164,7 @@ static void test_defaults(void **state)
     assert_int_equal(conf.relay_delay_warning, 0);
     assert_int_equal(conf.relay_domain_tls.n, 0);
     assert_string_equal(conf.bridge_lmtp, "");
+    assert_int_equal(conf.relay_mx_limits.n, 0);
 }
 
 /* Every default parses, lies within its row's bounds, and is already in canonical form. */
@@ -173,7 +174,7 @@ static void test_rows(void **state)
     struct buf errs = BUF_INIT;
     assert_true(conf_load(NULL, NULL, 0, &errs));
     buf_release(&errs);
-    assert_int_equal(conf_nrows, 63);
+    assert_int_equal(conf_nrows, 64);
     for (size_t i = 0; i < conf_nrows; i++) {
         const struct conf_row *r = &conf_rows[i];
         assert_ptr_equal(conf_find(r->name), r);

@@ -7,6 +7,18 @@ import pytest
 import mxtest
 
 
+def stop_all(stops):
+    """Calls every stop, even when one raises (a sanitizer report, say); then raises the first."""
+    first = None
+    for stop in stops:
+        try:
+            stop()
+        except Exception as e:         # noqa: BLE001 - re-raised below
+            first = first or e
+    if first is not None:
+        raise first
+
+
 @pytest.fixture
 def redis_server(tmp_path):
     r = mxtest.Redis(tmp_path / "redis")
@@ -25,8 +37,7 @@ def edge_factory(tmp_path, redis_server):
         return m
 
     yield make
-    for m in started:
-        m.stop()
+    stop_all(m.stop for m in started)
 
 
 @pytest.fixture

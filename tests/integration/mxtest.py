@@ -134,8 +134,13 @@ class Mxgate:
         self.proc = subprocess.Popen(self.argv(), stdout=self.log, stderr=self.log,
                                      stdin=subprocess.DEVNULL)
         if wait_ports:
-            wait_for(lambda: self.proc.poll() is not None or port_open(self.port),
-                     what="mxgate listening")
+            try:
+                wait_for(lambda: self.proc.poll() is not None or port_open(self.port),
+                         what="mxgate listening")
+            except AssertionError:
+                self.proc.kill()        # never leave a process the caller cannot stop
+                self.proc.wait()
+                raise
             assert self.proc.poll() is None, "mxgate exited at start:\n" + self.read_log()
 
     def read_log(self):
@@ -179,7 +184,12 @@ class Mxgate:
 def start_role(dir, redis_url, overrides, command="relay"):
     """`mxgate relay` (or bridge), which listens on nothing: started once it logs "started"."""
     m = Mxgate(dir, redis_url, overrides, command=command, wait_ports=False)
-    wait_for(lambda: m.events("started") or m.proc.poll() is not None, what=f"{command} started")
+    try:
+        wait_for(lambda: m.events("started") or m.proc.poll() is not None, what=f"{command} started")
+    except AssertionError:
+        m.proc.kill()
+        m.proc.wait()
+        raise
     assert m.proc.poll() is None, m.read_log()
     return m
 

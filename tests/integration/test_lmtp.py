@@ -17,9 +17,8 @@ def tier(tmp_path, redis_server, edge_factory):
     relay = mxtest.Mxgate(tmp_path / "relay", redis_server.url, o, command="relay", wait_ports=False)
     bridge = mxtest.Mxgate(tmp_path / "bridge", redis_server.url, o, command="bridge", wait_ports=False)
     yield dove, edge, relay, bridge
-    relay.stop()
-    bridge.stop()
-    dove.stop()
+    from conftest import stop_all
+    stop_all([relay.stop, bridge.stop, dove.stop])
 
 
 def imap_content(raw):

@@ -64,10 +64,8 @@ def world(tmp_path, redis_server, edge_factory):
     w.r = redis_server.client
     w.cli = Cli(redis_server.url, tmp_path)
     yield w
-    for r in relays:
-        r.stop()
-    sink.remove()
-    dns.stop()
+    from conftest import stop_all
+    stop_all([r.stop for r in relays] + [sink.remove, dns.stop])
 
 
 def send(w, sender, rcpts, subject="test"):

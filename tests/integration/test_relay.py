@@ -122,10 +122,8 @@ def world(tmp_path, redis_server, edge_factory):
     w.dns_dir = tmp_path / "dns2"
     w.dns_dir.mkdir()
     yield w
-    for r in relays:
-        r.stop()
-    sink.remove()
-    w.dns.stop()
+    from conftest import stop_all
+    stop_all([r.stop for r in relays] + [sink.remove, lambda: w.dns.stop()])
 
 
 def drained(r):

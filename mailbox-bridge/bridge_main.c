@@ -16,9 +16,11 @@ static void lmtp_deliver(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
 
 int bridge_main(void)
 {
+    /* An address the mailbox tier does not know goes to James's address-error repository. */
     static const struct relay_role maildir = {
         "bridge", "local", bridge_maildir_deliver, bridge_maildir_init, bridge_maildir_fini,
+        "address-error",
     };
-    static const struct relay_role lmtp = { "bridge", "local", lmtp_deliver, NULL, NULL };
+    static const struct relay_role lmtp = { "bridge", "local", lmtp_deliver, NULL, NULL, "address-error" };
     return relay_role_main(conf.bridge_lmtp[0] != '\0' ? &lmtp : &maildir);
 }

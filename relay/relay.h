@@ -41,6 +41,8 @@ struct relay_role {
     relay_deliver_fn *deliver;      /* NULL: route (local stage or outbound SMTP) */
     bool (*init)(struct relay *rl, struct buf *err);  /* may be NULL */
     void (*fini)(struct relay *rl);                   /* may be NULL */
+    const char *unknown_repo;       /* repository for 5.1.x (unknown address) failures, or NULL:
+                                     * relay.failed_repository as for every other failure */
 };
 
 struct relay {

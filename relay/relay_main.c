@@ -132,7 +132,7 @@ static void teardown(struct relay_main *m)
 
 int relay_main(void)
 {
-    static const struct relay_role relay = { "relay", RELAY_STAGE_MAIN, NULL, NULL, NULL };
+    static const struct relay_role relay = { "relay", RELAY_STAGE_MAIN, NULL, NULL, NULL, NULL };
     return relay_role_main(&relay);
 }
 

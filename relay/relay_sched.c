@@ -279,10 +279,9 @@ void relay_delivered(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
             }
         }
         if (res->outcome == OUTCOME_FAILED && res->repo == NULL) {
-            /* The mailbox tier does not know the address: James's address-error repository. */
-            bool unknown = rl->role->deliver != NULL && res->status != NULL
+            bool unknown = rl->role->unknown_repo != NULL && res->status != NULL
                            && strncmp(res->status, "5.1.", 4) == 0;
-            res->repo = unknown ? "address-error"
+            res->repo = unknown ? rl->role->unknown_repo
                         : conf.relay_failed_repository[0] ? conf.relay_failed_repository : NULL;
             rl->failed++;
         } else if (res->outcome == OUTCOME_DELIVERED) {

@@ -46,8 +46,8 @@ static const char acquire_lua[] =
     "end\n"
     "return {1, 0}\n";
 
-/* Splits "domain:rate:concurrency"; false when malformed. domain is malloc'd. */
-static bool parse_entry(const char *e, char **domain, struct relay_limits *lim)
+/* Parses "domain:rate:concurrency"; false when malformed. *name_len is the domain's length in e. */
+static bool parse_entry(const char *e, size_t *name_len, struct relay_limits *lim)
 {
     const char *c1 = strchr(e, ':');
     const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
@@ -60,7 +60,7 @@ static bool parse_entry(const char *e, char **domain, struct relay_limits *lim)
     long long conc = strtoll(c2 + 1, &end, 10);
     if (*end != '\0' || end == c2 + 1 || conc < 0)
         return false;
-    *domain = xstrndup(e, (size_t)(c1 - e));
+    *name_len = (size_t)(c1 - e);
     lim->rate = rate;
     lim->concurrency = conc;
     return true;
@@ -69,31 +69,29 @@ static bool parse_entry(const char *e, char **domain, struct relay_limits *lim)
 bool relay_limits_check(const struct strlist *entries, struct buf *err)
 {
     for (size_t i = 0; i < entries->n; i++) {
-        char *d = NULL;
+        size_t len;
         struct relay_limits lim;
-        if (!parse_entry(entries->v[i], &d, &lim)) {
+        if (!parse_entry(entries->v[i], &len, &lim)) {
             buf_printf(err, "'%s' is not domain:rate:concurrency", entries->v[i]);
             return false;
         }
-        free(d);
     }
     return true;
 }
 
-/* name's entry in entries, else the defaults given. */
+/* name's entry in entries, else the defaults given. Runs for every delivery: allocates nothing. */
 static void limits_lookup(const struct strlist *entries, const char *name, long long rate, long long conc,
                           struct relay_limits *out)
 {
     out->rate = rate;
     out->concurrency = conc;
+    size_t want = strlen(name);
     for (size_t i = 0; i < entries->n; i++) {
-        char *d = NULL;
+        size_t len;
         struct relay_limits lim;
-        if (!parse_entry(entries->v[i], &d, &lim))
+        if (!parse_entry(entries->v[i], &len, &lim))
             continue;       /* refused by `mxgate config check` */
-        bool match = strcasecmp(d, name) == 0;
-        free(d);
-        if (match) {
+        if (len == want && strncasecmp(entries->v[i], name, len) == 0) {
             *out = lim;
             return;
         }

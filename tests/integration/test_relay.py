@@ -88,6 +88,18 @@ def dump_content(dump):
     return rest[end:]
 
 
+def relay_overrides(dns_port, mx_port):
+    """A relay for tests: the test DNS, the test MX port, retries and polls in seconds."""
+    return {
+        "dns.servers": f"127.0.0.1:{dns_port}",
+        "relay.mx_port": str(mx_port),
+        "relay.retry_schedule": "1s",
+        "relay.retry_jitter": "0",
+        "relay.poll": "100ms",
+        "relay.lease": "10s",
+    }
+
+
 @pytest.fixture
 def world(tmp_path, redis_server, edge_factory):
     """DNS for remote.test and src.test, a sink as their MX, an edge that relays for loopback."""
@@ -102,14 +114,7 @@ def world(tmp_path, redis_server, edge_factory):
     relays = []
 
     def relay(extra=None, name="relay"):
-        o = {
-            "dns.servers": f"127.0.0.1:{dns.port}",
-            "relay.mx_port": str(sink.port),
-            "relay.retry_schedule": "1s",
-            "relay.retry_jitter": "0",
-            "relay.poll": "100ms",
-            "relay.lease": "10s",
-        }
+        o = relay_overrides(dns.port, sink.port)
         o.update(extra or {})
         r = mxtest.start_role(tmp_path / name, redis_server.url, o)
         relays.append(r)

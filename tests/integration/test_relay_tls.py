@@ -17,7 +17,7 @@ import pytest
 
 import mxtest
 from mxtest import queued_ids, send_message
-from test_relay import Dnsmasq, Sink
+from test_relay import Dnsmasq, Sink, relay_overrides
 
 MASTER_CF = """{listen} inet n - n - - smtpd
 pickup unix n - n 60 1 pickup
@@ -177,14 +177,7 @@ def tls_world(tmp_path, redis_server, edge_factory):
         return p
 
     def relay(extra=None, name="relay"):
-        o = {
-            "dns.servers": f"127.0.0.1:{dns.port}",
-            "relay.mx_port": str(w.pf.port),
-            "relay.retry_schedule": "1s",
-            "relay.retry_jitter": "0",
-            "relay.poll": "100ms",
-            "relay.lease": "10s",
-        }
+        o = relay_overrides(dns.port, w.pf.port)
         o.update(extra or {})
         r = mxtest.start_role(tmp_path / name, redis_server.url, o)
         relays.append(r)

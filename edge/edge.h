@@ -180,6 +180,8 @@ void edge_session_resume(struct edge_session *s);
 /* Ends an asynchronous operation; false when the session died meanwhile (and is now freed). */
 bool edge_session_release(struct edge_session *s);
 void edge_tx_free(struct edge_tx *tx);
+/* Ends the session's transaction (if any): RSET, a refused or queued message. */
+void edge_session_tx_reset(struct edge_session *s);
 void edge_install_callbacks(struct edge_session *s);
 
 /* edge_data_in.c */

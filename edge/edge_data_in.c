@@ -118,9 +118,7 @@ static void enqueue_done(bool ok, const char *err, void *arg)
     } else {
         edge_reply_error(s, "451 4.3.0 Error: queue unavailable, try again later");
     }
-    edge_tx_free(s->tx);
-    s->tx = NULL;
-    s->logctx.queue_id = NULL;
+    edge_session_tx_reset(s);
     edge_session_resume(s);
 }
 
@@ -169,9 +167,7 @@ static void enqueue(struct edge_session *s)
     if (!sent) {
         log_msg(LOG_WARN, "enqueue-failed", &s->logctx, "redis not connected");
         edge_reply_error(s, "451 4.3.0 Error: queue unavailable, try again later");
-        edge_tx_free(s->tx);
-        s->tx = NULL;
-        s->logctx.queue_id = NULL;
+        edge_session_tx_reset(s);
         return;
     }
     s->busy_refs++;
@@ -199,9 +195,7 @@ static void content_end(struct edge_session *s)
             log_int(&lr, "raw_bytes", (long long)tx->dec.raw_bytes);
             log_end(&lr);
         }
-        edge_tx_free(s->tx);
-        s->tx = NULL;
-        s->logctx.queue_id = NULL;
+        edge_session_tx_reset(s);
         edge_reply_error(s, "%s", refusal);
         return;
     }
@@ -303,9 +297,7 @@ static void chunk_end(struct edge_session *s)
     }
     if (tx->too_big) {
         /* RFC 3030 §2: the transaction has failed; later chunks meet no transaction. */
-        edge_tx_free(s->tx);
-        s->tx = NULL;
-        s->logctx.queue_id = NULL;
+        edge_session_tx_reset(s);
         edge_reply_error(s, "552 5.3.4 Message size exceeds fixed limit");
         return;
     }

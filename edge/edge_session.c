@@ -42,7 +42,7 @@ void edge_tx_free(struct edge_tx *tx)
     free(tx);
 }
 
-static void session_tx_reset(struct edge_session *s)
+void edge_session_tx_reset(struct edge_session *s)
 {
     edge_tx_free(s->tx);
     s->tx = NULL;
@@ -135,7 +135,7 @@ static void session_free(struct edge_session *s)
         log_end(&lr);
     }
     edge_session_unlink(s);
-    session_tx_reset(s);
+    edge_session_tx_reset(s);
     smtp_rcpt_clear(&s->pending_rcpt);
     if (s->drain_watch != NULL) {
         struct bufferevent *under = bufferevent_get_underlying(s->bev);
@@ -310,7 +310,7 @@ static void edge_cmd_helo(struct edge_session *s, const char *args, bool esmtp)
     free(s->helo);
     s->helo = buf_steal(&helo);
     s->esmtp = esmtp;
-    session_tx_reset(s);
+    edge_session_tx_reset(s);
     if (!esmtp) {
         edge_reply(s, "250 %s", s->srv->hostname);
         return;
@@ -481,7 +481,7 @@ static void edge_cmd_rset(struct edge_session *s, const char *args)
         edge_reply_error(s, "501 5.5.4 Syntax: RSET");
         return;
     }
-    session_tx_reset(s);
+    edge_session_tx_reset(s);
     edge_reply(s, "250 2.0.0 Ok");
 }
 

@@ -8,12 +8,13 @@
 #   make docs         regenerate docs/configuration.md and conf/mxgate.conf from the settings table
 #   make bench        mxgate side by side with Postfix on this machine (docs/performance.md)
 
-PKGS     := libevent libevent_openssl libevent_pthreads hiredis openssl libcrypt libcares jansson
+PKGS     := libevent libevent_openssl libevent_pthreads hiredis openssl libcrypt libcares jansson \
+            ldap libcurl opendkim milter
 CC       ?= cc
 OPT      ?= -O2
 CFLAGS   := -std=c11 -Wall -Wextra -Werror -g $(OPT) -D_GNU_SOURCE -MMD -MP \
             -Ilib -Iedge -Irelay -Ifilters -Imailbox-bridge -Iops
-LDLIBS   := -lpthread
+LDLIBS   := -lspf2 -lpthread
 
 ifeq ($(SANITIZE),1)
 BUILD    := build/san

@@ -11,7 +11,7 @@
  * are written (MAIL, all RCPTs and DATA in one write under PIPELINING) and each reply takes the
  * head. Bytes arriving while the queue is empty were never asked for: a protocol error (4.5.0),
  * the connection is dropped. Replies are parsed strictly (codes, separators, 512-byte lines, a
- * bounded number of lines and bytes) by relay_reply_feed() in relay_smtp_reply.c. Each wait is
+ * bounded number of lines and bytes) by smtp_reply_feed() in relay_smtp_reply.c. Each wait is
  * bounded by its RFC 5321 §4.5.3.2 timeout.
  *
  * Failures: a reply to the greeting, EHLO/HELO or STARTTLS that refuses the session decides every
@@ -58,7 +58,7 @@ void relay_smtp_verdict_local(struct verdict *v, enum relay_smtp_outcome o, cons
     va_start(ap, fmt);
     buf_vprintf(&raw, fmt, ap);
     va_end(ap);
-    buf_append_sanitized(&v->text, raw.data, raw.len, RELAY_REPLY_TEXT_MAX);
+    buf_append_sanitized(&v->text, raw.data, raw.len, SMTP_REPLY_TEXT_MAX);
     buf_release(&raw);
 }
 
@@ -70,7 +70,7 @@ void relay_smtp_verdict_reply(struct relay_smtp *c, struct verdict *v, enum rela
     v->code = c->reply.code;
     v->phase = ph;
     buf_init(&v->text);
-    relay_reply_status(&c->reply, v->status, &v->text);
+    smtp_reply_status(&c->reply, v->status, &v->text);
 }
 
 void relay_smtp_apply(struct relay_smtp *c, size_t i, const struct verdict *v)
@@ -222,7 +222,7 @@ static void close_socket(struct relay_smtp *c)
     c->ssl = NULL;
     c->exp_n = 0;
     c->exp_head = 0;
-    relay_reply_reset(&c->reply);
+    smtp_reply_reset(&c->reply);
     evtimer_del(c->timer);
 }
 
@@ -438,7 +438,7 @@ static void on_hello_reply(struct relay_smtp *c, enum expect_kind k)
     } else if (k == EX_STARTTLS) {
         char st[16];
         struct buf said = BUF_INIT;
-        relay_reply_status(&c->reply, st, &said);   /* sanitised already: appended as it is */
+        smtp_reply_status(&c->reply, st, &said);   /* sanitised already: appended as it is */
         relay_smtp_verdict_local(&v, RELAY_SMTP_DEFERRED, "4.7.4", RELAY_PHASE_STARTTLS,
                                  "TLS is required, but host %s[%s] refused STARTTLS: %d %s ", c->mx_host, c->ip,
                                  c->reply.code, st);
@@ -466,7 +466,7 @@ static void on_reply(struct relay_smtp *c)
         size_t n = extra < sizeof sample ? extra : sizeof sample;
         evbuffer_copyout(in, sample, n);
         relay_smtp_protocol_error(c, c->last_phase, "reply that was not asked for", sample, n);
-        relay_reply_reset(&c->reply);
+        smtp_reply_reset(&c->reply);
         return;
     }
     relay_smtp_rearm(c);
@@ -497,7 +497,7 @@ static void on_reply(struct relay_smtp *c)
     } else if (c->job != NULL && !c->job_finished) {
         relay_smtp_on_tx_reply(c, e);
     }
-    relay_reply_reset(&c->reply);
+    smtp_reply_reset(&c->reply);
 }
 
 static void read_cb(struct bufferevent *bev, void *arg)
@@ -507,7 +507,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
     while (c->bev != NULL && c->state != CS_TLS && c->state != CS_CLOSED) {
         struct evbuffer *in = bufferevent_get_input(c->bev);
         size_t avail = evbuffer_get_length(in);
-        char line[RELAY_REPLY_LINE_MAX];
+        char line[SMTP_REPLY_LINE_MAX];
         if (avail == 0)
             return;
         if (c->exp_n == 0) {
@@ -517,9 +517,9 @@ static void read_cb(struct bufferevent *bev, void *arg)
             return;
         }
         struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
-        if (eol.pos < 0 && avail < RELAY_REPLY_LINE_MAX)
+        if (eol.pos < 0 && avail < SMTP_REPLY_LINE_MAX)
             return;     /* the rest of the line is on its way */
-        if (eol.pos < 0 || (size_t)eol.pos + 1 > RELAY_REPLY_LINE_MAX) {
+        if (eol.pos < 0 || (size_t)eol.pos + 1 > SMTP_REPLY_LINE_MAX) {
             evbuffer_copyout(in, line, 100);
             relay_smtp_protocol_error(c, current_phase(c), "reply line longer than 512 bytes", line, 100);
             return;
@@ -527,17 +527,17 @@ static void read_cb(struct bufferevent *bev, void *arg)
         size_t n = (size_t)eol.pos + 1;
         evbuffer_remove(in, line, n);
         struct buf why = BUF_INIT;
-        enum relay_reply_feed r = RELAY_REPLY_BAD;
+        enum smtp_reply_feed r = SMTP_REPLY_BAD;
         if (n < 2 || line[n - 2] != '\r')
             buf_puts(&why, "reply line not ended by CRLF");
         else
-            r = relay_reply_feed(&c->reply, line, n - 2, &why);
-        if (r == RELAY_REPLY_BAD)
+            r = smtp_reply_feed(&c->reply, line, n - 2, &why);
+        if (r == SMTP_REPLY_BAD)
             relay_smtp_protocol_error(c, current_phase(c), buf_cstr(&why), line, n);
-        else if (r == RELAY_REPLY_DONE)
+        else if (r == SMTP_REPLY_DONE)
             on_reply(c);
         buf_release(&why);
-        if (r == RELAY_REPLY_BAD)
+        if (r == SMTP_REPLY_BAD)
             return;
     }
 }
@@ -645,7 +645,7 @@ static void destroy(struct relay_smtp *c)
     free(c->res);
     free(c->rs);
     free(c->exp);
-    relay_reply_release(&c->reply);
+    smtp_reply_release(&c->reply);
     buf_release(&c->scratch);
     free(c->tls_info);
     free(c->addrs);

@@ -21,6 +21,7 @@
 #include <openssl/ssl.h>
 
 #include "buf.h"
+#include "smtp_reply.h"
 #include "edge_parse.h"
 #include "log.h"
 #include "netaddr.h"
@@ -176,39 +177,6 @@ void relay_smtp_free(struct relay_smtp *c);
 unsigned relay_smtp_transactions(const struct relay_smtp *c);
 
 /* ---- the pieces below are pure functions (relay_smtp_reply.c), exposed for table-driven tests ---- */
-
-/* Longest reply line, CRLF included (RFC 5321 §4.5.3.1.5), lines per reply and bytes per reply. */
-#define RELAY_REPLY_LINE_MAX 512
-#define RELAY_REPLY_LINES_MAX 100
-#define RELAY_REPLY_BYTES_MAX 16384
-/* Input bytes of text kept per result: of a reply (relay_reply_status) or of a local reason. */
-#define RELAY_REPLY_TEXT_MAX 1000
-
-/* A reply being parsed, line by line. Zero it (or relay_reply_reset) before the first line. */
-struct relay_reply {
-    int code;                       /* 0 until the first line */
-    unsigned nlines;
-    size_t bytes;                   /* bytes of the lines so far, CRLFs included */
-    bool done;                      /* the last line (code + SP or code alone) was seen */
-    struct buf text;                /* each line's text after "DDD-"/"DDD ", '\n'-separated, raw */
-};
-
-enum relay_reply_feed { RELAY_REPLY_MORE, RELAY_REPLY_DONE, RELAY_REPLY_BAD };
-
-void relay_reply_reset(struct relay_reply *r);
-void relay_reply_release(struct relay_reply *r);
-/*
- * Feeds one reply line without its CRLF (n < RELAY_REPLY_LINE_MAX - 1). BAD, with the reason in
- * why, for a malformed code, a code differing from the first line's, a missing separator, a NUL,
- * CR or LF inside the line, or a reply over the line or byte bounds.
- */
-enum relay_reply_feed relay_reply_feed(struct relay_reply *r, const char *line, size_t n, struct buf *why);
-/*
- * Splits a reply into an enhanced status code (RFC 3463, class matching the reply code, taken
- * from the first line) and sanitised text: out_status gets "X.Y.Z" (derived "2.0.0", "4.0.0",
- * "5.0.0" when absent), text the lines joined with spaces, each line's status code removed.
- */
-void relay_reply_status(const struct relay_reply *r, char out_status[16], struct buf *text);
 
 /* CRLF normalisation and dot-stuffing of a message streamed in pieces (RFC 5321 §4.5.2). */
 struct relay_stuffer {

@@ -75,7 +75,7 @@ struct relay_smtp {
     struct event *notify;       /* runs the callbacks */
     struct expect *exp;         /* ring of replies awaited */
     size_t exp_head, exp_n, exp_cap;
-    struct relay_reply reply;   /* being parsed */
+    struct smtp_reply reply;   /* being parsed */
 
     bool pipelining, eightbitmime, smtputf8, dsn, starttls, size;   /* offered by EHLO */
     unsigned long long size_limit;  /* SIZE's parameter; 0: none given */

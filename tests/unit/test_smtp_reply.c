@@ -1,5 +1,5 @@
 /*
- * test_relay_reply.c - the pure pieces of the outbound SMTP client (relay/relay_smtp_reply.c), by
+ * test_smtp_reply.c - the pure pieces of the SMTP clients (relay/relay_smtp_reply.c, lib/smtp_reply.c), by
  * table: dot-stuffing and CRLF normalisation of a message fed in any two pieces (RFC 5321 §4.5.2),
  * and the reply parser (codes, separators, multi-line replies, line and reply bounds of
  * §4.5.3.1.5) with the enhanced status code and text it extracts (RFC 3463).
@@ -55,51 +55,51 @@ static void test_reply_table(void **state)
     (void)state;
     static const struct {
         const char *lines[4];
-        enum relay_reply_feed want;     /* after the last line */
+        enum smtp_reply_feed want;     /* after the last line */
         int code;
         const char *status, *text, *why;
     } cases[] = {
-        { { "250 ok" }, RELAY_REPLY_DONE, 250, "2.0.0", "ok", NULL },
-        { { "250" }, RELAY_REPLY_DONE, 250, "2.0.0", "", NULL },
-        { { "250-a", "250-b", "250 c" }, RELAY_REPLY_DONE, 250, "2.0.0", "a b c", NULL },
-        { { "250-a" }, RELAY_REPLY_MORE, 250, "2.0.0", "a", NULL },
-        { { "550 5.1.1 <x@y>: unknown" }, RELAY_REPLY_DONE, 550, "5.1.1", "<x@y>: unknown", NULL },
-        { { "550-5.7.1 first", "550 5.7.1 second" }, RELAY_REPLY_DONE, 550, "5.7.1", "first second", NULL },
-        { { "451 4.3.0" }, RELAY_REPLY_DONE, 451, "4.3.0", "", NULL },
-        { { "421 4.4.2 bye" }, RELAY_REPLY_DONE, 421, "4.4.2", "bye", NULL },
-        { { "550 4.1.1 class mismatch" }, RELAY_REPLY_DONE, 550, "5.0.0", "4.1.1 class mismatch", NULL },
-        { { "550 5.1234.1 too long" }, RELAY_REPLY_DONE, 550, "5.0.0", "5.1234.1 too long", NULL },
-        { { "250 2.1.0Ok" }, RELAY_REPLY_DONE, 250, "2.0.0", "2.1.0Ok", NULL },
-        { { "250 a\tb \x01" }, RELAY_REPLY_DONE, 250, "2.0.0", "a\\x09b \\x01", NULL },
-        { { "250-a", "251 b" }, RELAY_REPLY_BAD, 0, NULL, NULL, "reply code 251 after 250 in one reply" },
-        { { "25" }, RELAY_REPLY_BAD, 0, NULL, NULL, "malformed reply code" },
-        { { "2x0 ok" }, RELAY_REPLY_BAD, 0, NULL, NULL, "malformed reply code" },
-        { { "150 ok" }, RELAY_REPLY_BAD, 0, NULL, NULL, "malformed reply code" },
-        { { "260 ok" }, RELAY_REPLY_BAD, 0, NULL, NULL, "malformed reply code" },
-        { { "250_ok" }, RELAY_REPLY_BAD, 0, NULL, NULL, "malformed reply separator" },
-        { { "250 a\rb" }, RELAY_REPLY_BAD, 0, NULL, NULL, "NUL, CR or LF inside a reply line" },
-        { { "250 a\nb" }, RELAY_REPLY_BAD, 0, NULL, NULL, "NUL, CR or LF inside a reply line" },
+        { { "250 ok" }, SMTP_REPLY_DONE, 250, "2.0.0", "ok", NULL },
+        { { "250" }, SMTP_REPLY_DONE, 250, "2.0.0", "", NULL },
+        { { "250-a", "250-b", "250 c" }, SMTP_REPLY_DONE, 250, "2.0.0", "a b c", NULL },
+        { { "250-a" }, SMTP_REPLY_MORE, 250, "2.0.0", "a", NULL },
+        { { "550 5.1.1 <x@y>: unknown" }, SMTP_REPLY_DONE, 550, "5.1.1", "<x@y>: unknown", NULL },
+        { { "550-5.7.1 first", "550 5.7.1 second" }, SMTP_REPLY_DONE, 550, "5.7.1", "first second", NULL },
+        { { "451 4.3.0" }, SMTP_REPLY_DONE, 451, "4.3.0", "", NULL },
+        { { "421 4.4.2 bye" }, SMTP_REPLY_DONE, 421, "4.4.2", "bye", NULL },
+        { { "550 4.1.1 class mismatch" }, SMTP_REPLY_DONE, 550, "5.0.0", "4.1.1 class mismatch", NULL },
+        { { "550 5.1234.1 too long" }, SMTP_REPLY_DONE, 550, "5.0.0", "5.1234.1 too long", NULL },
+        { { "250 2.1.0Ok" }, SMTP_REPLY_DONE, 250, "2.0.0", "2.1.0Ok", NULL },
+        { { "250 a\tb \x01" }, SMTP_REPLY_DONE, 250, "2.0.0", "a\\x09b \\x01", NULL },
+        { { "250-a", "251 b" }, SMTP_REPLY_BAD, 0, NULL, NULL, "reply code 251 after 250 in one reply" },
+        { { "25" }, SMTP_REPLY_BAD, 0, NULL, NULL, "malformed reply code" },
+        { { "2x0 ok" }, SMTP_REPLY_BAD, 0, NULL, NULL, "malformed reply code" },
+        { { "150 ok" }, SMTP_REPLY_BAD, 0, NULL, NULL, "malformed reply code" },
+        { { "260 ok" }, SMTP_REPLY_BAD, 0, NULL, NULL, "malformed reply code" },
+        { { "250_ok" }, SMTP_REPLY_BAD, 0, NULL, NULL, "malformed reply separator" },
+        { { "250 a\rb" }, SMTP_REPLY_BAD, 0, NULL, NULL, "NUL, CR or LF inside a reply line" },
+        { { "250 a\nb" }, SMTP_REPLY_BAD, 0, NULL, NULL, "NUL, CR or LF inside a reply line" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct relay_reply r = { 0 };
+        struct smtp_reply r = { 0 };
         struct buf why = BUF_INIT;
-        enum relay_reply_feed got = RELAY_REPLY_MORE;
-        for (size_t l = 0; l < 4 && cases[i].lines[l] != NULL && got == RELAY_REPLY_MORE; l++)
-            got = relay_reply_feed(&r, cases[i].lines[l], strlen(cases[i].lines[l]), &why);
+        enum smtp_reply_feed got = SMTP_REPLY_MORE;
+        for (size_t l = 0; l < 4 && cases[i].lines[l] != NULL && got == SMTP_REPLY_MORE; l++)
+            got = smtp_reply_feed(&r, cases[i].lines[l], strlen(cases[i].lines[l]), &why);
         if (got != cases[i].want)
             fail_msg("case %zu: got %d (%s)", i, got, buf_cstr(&why));
-        if (got == RELAY_REPLY_BAD) {
+        if (got == SMTP_REPLY_BAD) {
             assert_string_equal(buf_cstr(&why), cases[i].why);
         } else {
             char st[16];
             struct buf text = BUF_INIT;
             assert_int_equal(r.code, cases[i].code);
-            relay_reply_status(&r, st, &text);
+            smtp_reply_status(&r, st, &text);
             assert_string_equal(st, cases[i].status);
             assert_string_equal(buf_cstr(&text), cases[i].text);
             buf_release(&text);
         }
-        relay_reply_release(&r);
+        smtp_reply_release(&r);
         buf_release(&why);
     }
 
@@ -107,19 +107,19 @@ static void test_reply_table(void **state)
     char line[600];
     memset(line, 'x', sizeof line);
     memcpy(line, "250 ", 4);
-    struct relay_reply r = { 0 };
+    struct smtp_reply r = { 0 };
     struct buf why = BUF_INIT;
-    assert_int_equal(relay_reply_feed(&r, line, 510, &why), RELAY_REPLY_DONE);
-    relay_reply_reset(&r);
-    assert_int_equal(relay_reply_feed(&r, line, 511, &why), RELAY_REPLY_BAD);
+    assert_int_equal(smtp_reply_feed(&r, line, 510, &why), SMTP_REPLY_DONE);
+    smtp_reply_reset(&r);
+    assert_int_equal(smtp_reply_feed(&r, line, 511, &why), SMTP_REPLY_BAD);
     assert_string_equal(buf_cstr(&why), "reply line longer than 512 bytes");
-    relay_reply_reset(&r);
+    smtp_reply_reset(&r);
     buf_reset(&why);
     for (int l = 0; l < 100; l++)
-        assert_int_equal(relay_reply_feed(&r, "250-x", 5, &why), RELAY_REPLY_MORE);
-    assert_int_equal(relay_reply_feed(&r, "250 x", 5, &why), RELAY_REPLY_BAD);
+        assert_int_equal(smtp_reply_feed(&r, "250-x", 5, &why), SMTP_REPLY_MORE);
+    assert_int_equal(smtp_reply_feed(&r, "250 x", 5, &why), SMTP_REPLY_BAD);
     assert_string_equal(buf_cstr(&why), "reply longer than 100 lines or 16384 bytes");
-    relay_reply_release(&r);
+    smtp_reply_release(&r);
     buf_release(&why);
 }
 int main(void)

@@ -6,7 +6,7 @@
  * bound UDP socket that never answers (the timeout server). Every lookup result is rendered to
  * text in its callback and compared with the table. Each callback checks that it is not running
  * inside the call that started its lookup, and each lookup is checked to answer exactly once.
- * dnsmasq is killed at exit (atexit, and PR_SET_PDEATHSIG should the test die).
+ * dnsmasq runs through support/dnsmasq.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,9 +36,8 @@
 #include "conf.h"
 #include "dns.h"
 #include "netaddr.h"
+#include "support/dnsmasq.h"
 
-static char dir[64];
-static pid_t dnsmasq_pid = -1;
 static int dns_port;            /* dnsmasq */
 static int fail_fd = -1;        /* the SERVFAIL upstream */
 static int fail_port;
@@ -56,12 +55,6 @@ static long long mono_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
 /* ---- peers ----------------------------------------------------------------------------------- */
 
 /* A UDP socket bound to 127.0.0.1 on a port the kernel picks. */
@@ -76,23 +69,6 @@ static int udp_bound(int *port)
     assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
     *port = ntohs(sin.sin_port);
     return fd;
-}
-
-/* A port free for both UDP and TCP on 127.0.0.1 right now. */
-static int free_port(void)
-{
-    for (;;) {
-        int port;
-        int u = udp_bound(&port);
-        int t = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        int rc = bind(t, (struct sockaddr *)&sin, sizeof sin);
-        close(t);
-        close(u);
-        if (rc == 0)
-            return port;
-    }
 }
 
 /*
@@ -129,119 +105,48 @@ static void fail_cb(evutil_socket_t fd, short what, void *arg)
     sendto(fd, pkt, (size_t)n, 0, (struct sockaddr *)&from, flen);
 }
 
-/* Whether dnsmasq answers a query for multi.test MX on UDP. */
-static bool dnsmasq_answers(void)
-{
-    static const unsigned char q[] = {
-        0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0,
-        5, 'm', 'u', 'l', 't', 'i', 4, 't', 'e', 's', 't', 0, 0, 15, 0, 1,
-    };
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)dns_port) };
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sendto(fd, q, sizeof q, 0, (struct sockaddr *)&sin, sizeof sin);
-    struct pollfd pfd = { fd, POLLIN, 0 };
-    unsigned char ans[512];
-    bool ok = poll(&pfd, 1, 100) == 1 && recv(fd, ans, sizeof ans, 0) > 12 && ans[0] == 0x12;
-    close(fd);
-    return ok;
-}
-
 static char long_a[251], long_b[251], long_c[251];
 
 static void dnsmasq_start(void)
 {
-    char port[16], local_ttl[] = "--local-ttl=60", fail_srv[64], txt_long[820], logf[128];
+    char local_ttl[] = "--local-ttl=60", fail_srv[64], txt_long[820];
     memset(long_a, 'a', 250);
     memset(long_b, 'b', 250);
     memset(long_c, 'c', 250);
     snprintf(txt_long, sizeof txt_long, "--txt-record=long.test,%s,%s,%s", long_a, long_b, long_c);
     snprintf(fail_srv, sizeof fail_srv, "--server=/fail.test/127.0.0.1#%d", fail_port);
-    snprintf(logf, sizeof logf, "%s/dnsmasq.out", dir);
-    for (int attempt = 0; attempt < 5; attempt++) {
-        dns_port = free_port();
-        snprintf(port, sizeof port, "%d", dns_port);
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            int fd = open(logf, O_WRONLY | O_CREAT | O_APPEND, 0600);
-            if (fd >= 0) {
-                dup2(fd, 1);
-                dup2(fd, 2);
-            }
-            execl("/usr/sbin/dnsmasq", "dnsmasq", "-k", "-p", port, "--no-resolv", "--no-hosts",
-                  "-C", "/dev/null", "--listen-address=127.0.0.1", "--bind-interfaces",
-                  "--local=/test/", "--local=/2.0.192.in-addr.arpa/",
-                  "--local=/8.b.d.0.1.0.0.2.ip6.arpa/", local_ttl, fail_srv,
-                  "--mx-host=multi.test,mx10a.multi.test,10",
-                  "--mx-host=multi.test,mx10b.multi.test,10",
-                  "--mx-host=multi.test,mx10c.multi.test,10",
-                  "--mx-host=multi.test,mx20.multi.test,20",
-                  "--mx-host=multi.test,mx5.multi.test,5",
-                  "--mx-host=dup.test,mx.dup.test,20", "--mx-host=dup.test,mx.dup.test,10",
-                  "--mx-host=dup.test,other.dup.test,15",
-                  "--mx-host=nullmx.test,.,0",
-                  "--mx-host=mixnull.test,.,0", "--mx-host=mixnull.test,mx.mixnull.test,10",
-                  "--mx-host=dotpref.test,.,10",
-                  "--host-record=nomx.test,192.0.2.10", "--cname=alias.test,nomx.test",
-                  "--host-record=both.test,192.0.2.1,2001:db8::1",
-                  "--host-record=v4.test,192.0.2.2", "--host-record=v6.test,2001:db8::2",
-                  "--host-record=two4.test,192.0.2.3", "--host-record=two4.test,192.0.2.4",
-                  "--host-record=2.0.0.127.zen.test,127.0.0.2",
-                  "--host-record=2.0.0.127.zen.test,127.0.0.10",
-                  "--txt-record=spf.test,v=spf1 ip4:192.0.2.0/24 -all",
-                  "--txt-record=split.test,v=spf1 ,ip4:192.0.2.1 ,-all",
-                  "--txt-record=two.test,first", "--txt-record=two.test,second",
-                  txt_long,
-                  "--ptr-record=5.2.0.192.in-addr.arpa,one.test",
-                  "--ptr-record=5.2.0.192.in-addr.arpa,two.test",
-                  (char *)NULL);
-            _exit(127);
-        }
-        dnsmasq_pid = pid;
-        long long end = mono_ms() + 3000;
-        while (mono_ms() < end) {
-            if (waitpid(pid, NULL, WNOHANG) == pid) {
-                dnsmasq_pid = -1;   /* lost the port race: try another */
-                break;
-            }
-            if (dnsmasq_answers())
-                return;
-            sleep_ms(10);
-        }
-        if (dnsmasq_pid > 0) {
-            kill(dnsmasq_pid, SIGKILL);
-            waitpid(dnsmasq_pid, NULL, 0);
-            dnsmasq_pid = -1;
-        }
-    }
-    fail_msg("dnsmasq did not start (see %s)", logf);
-}
-
-static void at_exit(void)
-{
-    if (dnsmasq_pid > 0) {
-        kill(dnsmasq_pid, SIGKILL);
-        waitpid(dnsmasq_pid, NULL, 0);
-        dnsmasq_pid = -1;
-    }
-    if (dir[0] != '\0') {
-        char path[128];
-        snprintf(path, sizeof path, "%s/dnsmasq.out", dir);
-        unlink(path);
-        rmdir(dir);
-        dir[0] = '\0';
-    }
+    const char *const args[] = {
+        "--local=/2.0.192.in-addr.arpa/", "--local=/8.b.d.0.1.0.0.2.ip6.arpa/", local_ttl, fail_srv,
+        "--mx-host=multi.test,mx10a.multi.test,10",
+        "--mx-host=multi.test,mx10b.multi.test,10",
+        "--mx-host=multi.test,mx10c.multi.test,10",
+        "--mx-host=multi.test,mx20.multi.test,20",
+        "--mx-host=multi.test,mx5.multi.test,5",
+        "--mx-host=dup.test,mx.dup.test,20", "--mx-host=dup.test,mx.dup.test,10",
+        "--mx-host=dup.test,other.dup.test,15",
+        "--mx-host=nullmx.test,.,0",
+        "--mx-host=mixnull.test,.,0", "--mx-host=mixnull.test,mx.mixnull.test,10",
+        "--mx-host=dotpref.test,.,10",
+        "--host-record=nomx.test,192.0.2.10", "--cname=alias.test,nomx.test",
+        "--host-record=both.test,192.0.2.1,2001:db8::1",
+        "--host-record=v4.test,192.0.2.2", "--host-record=v6.test,2001:db8::2",
+        "--host-record=two4.test,192.0.2.3", "--host-record=two4.test,192.0.2.4",
+        "--host-record=2.0.0.127.zen.test,127.0.0.2",
+        "--host-record=2.0.0.127.zen.test,127.0.0.10",
+        "--txt-record=spf.test,v=spf1 ip4:192.0.2.0/24 -all",
+        "--txt-record=split.test,v=spf1 ,ip4:192.0.2.1 ,-all",
+        "--txt-record=two.test,first", "--txt-record=two.test,second",
+        txt_long,
+        "--ptr-record=5.2.0.192.in-addr.arpa,one.test",
+        "--ptr-record=5.2.0.192.in-addr.arpa,two.test",
+        NULL,
+    };
+    dns_port = tdm_start(args);
 }
 
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/test_dns.XXXXXX");
-    if (mkdtemp(dir) == NULL)
-        return -1;
-    atexit(at_exit);
     base = event_base_new();
     fail_fd = udp_bound(&fail_port);
     silent_fd = udp_bound(&silent_port);
@@ -254,7 +159,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    at_exit();
+    tdm_stop();
     event_free(fail_ev);
     close(fail_fd);
     close(silent_fd);

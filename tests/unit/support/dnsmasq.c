@@ -100,6 +100,8 @@ int tdm_start(const char *const *args)
     static const char *const fixed[] = {
         "dnsmasq", "-k", "-p", NULL, "--no-resolv", "--no-hosts", "-C", "/dev/null",
         "--listen-address=127.0.0.1", "--bind-interfaces", "--local=/test/",
+        /* Staying root keeps PR_SET_PDEATHSIG, which a change of user clears. */
+        "--user=root",
     };
     size_t nfixed = sizeof fixed / sizeof fixed[0];
     for (int attempt = 0; attempt < 5; attempt++) {

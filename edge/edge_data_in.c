@@ -161,6 +161,8 @@ static void enqueue(struct edge_session *s)
         .nrcpts = tx->nrcpts,
         .body = tx->content.data,
         .body_len = tx->content.len,
+        .repository = tx->quarantine,
+        .repository_reason = tx->quarantine_reason,
     };
     bool sent = queue_enqueue(s->srv->redis, conf.redis_prefix, &m, enqueue_done, s);
     free(rc);
@@ -207,6 +209,11 @@ static void content_end(struct edge_session *s)
             log_end(&lr);
         }
     }
+    edge_filters_end(s);        /* then edge_content_checked */
+}
+
+void edge_content_checked(struct edge_session *s)
+{
     enqueue(s);
 }
 
@@ -271,6 +278,7 @@ static bool data_input(struct edge_session *s)
         return false;
     feed(s, &tx->dec, tx->too_big ? NULL : &tx->content, evbuffer_get_length(in));
     check_size(tx);
+    edge_filters_content(s);
     if (tx->dec.done) {
         content_end(s);
         return true;

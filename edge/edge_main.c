@@ -19,6 +19,7 @@
 
 #include "authdb.h"
 #include "conf.h"
+#include "dns.h"
 #include "mem.h"
 #include "redis.h"
 #include "tls.h"
@@ -170,15 +171,14 @@ static bool setup(struct edge_main *m)
     }
     if (!cidr_list_parse(&conf.edge_trusted_networks, &srv->trusted, &err))
         goto out;
-    if (conf.local_recipients[0] != '\0') {
-        struct edge_rcpt_source *src = edge_rcpt_file_source(conf.local_recipients, &err);
-        if (src == NULL)
-            goto out;
-        srv->rcpt_sources = xrealloc(srv->rcpt_sources, (srv->nrcpt_sources + 1) * sizeof *srv->rcpt_sources);
-        srv->rcpt_sources[srv->nrcpt_sources++] = src;
-    }
+    if (!edge_rcpt_sources_new(srv->base, srv->hostname, &srv->rcpt_sources, &srv->nrcpt_sources, &err))
+        goto out;
+    srv->dns = dns_new(srv->base, &conf.dns_servers, conf.dns_timeout, DNS_TRIES, &err);
+    if (srv->dns == NULL || !edge_screen_init(srv, &err))
+        goto out;
     srv->workq = workq_new(srv->base, WORKER_THREADS);
-    if (srv->workq == NULL || edge_server_start(srv) != 0)
+    if (srv->workq == NULL || !edge_filters_init(srv, &err) || !edge_milters_init(srv, &err)
+        || edge_server_start(srv) != 0)
         goto out;
     ok = true;
 out:
@@ -192,14 +192,21 @@ static void teardown(struct edge_main *m)
 {
     struct edge_server *srv = &m->srv;
     workq_free(srv->workq);
+    /* Freeing a source answers its pending lookups (450); lookups from now on answer 450 too. */
+    struct verify_source **sources = srv->rcpt_sources;
+    srv->rcpt_sources = NULL;
+    srv->rcpt_closed = true;
+    edge_rcpt_sources_free(sources, srv->nrcpt_sources);
+    srv->nrcpt_sources = 0;
     redis_free(srv->redis);
     edge_server_free(srv);
+    edge_screen_fini(srv);
+    edge_filters_fini(srv);
+    edge_milters_fini(srv);
+    dns_free(srv->dns);
     SSL_CTX_free(srv->tls);
     authdb_free(srv->authdb);
     cidr_list_free(&srv->trusted);
-    for (size_t i = 0; i < srv->nrcpt_sources; i++)
-        srv->rcpt_sources[i]->free(srv->rcpt_sources[i]);
-    free(srv->rcpt_sources);
     /* event_free(NULL) is not a no-op in libevent 2.1. */
     struct event *evs[] = { m->sigterm, m->sigint, m->sighup, m->stop_check };
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)

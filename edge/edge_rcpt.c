@@ -1,9 +1,18 @@
 /*
- * edge_rcpt.c - does a recipient in a local domain exist? The lookup chain and its file source.
+ * edge_rcpt.c - does a recipient in a local domain exist? The lookup chain, its shared cache, and
+ * the file source.
  *
- * Sources are asked in order and may answer later (a mailbox-tier probe or LDAP will); the first
- * answer that is not RCPT_DUNNO decides. A source that cannot answer says RCPT_TEMPFAIL, which the
- * client hears as 450 (try later), never as 550: a broken lookup must not bounce good mail.
+ * The sources of local.verify (lib/verify.h; the mailbox tier's in mailbox-bridge/) are asked in
+ * order until one knows the address; when none does, it is unknown (550 5.1.1). A source that
+ * cannot answer stops the walk with 450 (try later), never 550: a broken lookup must not bounce
+ * good mail.
+ *
+ * Answers of the remote sources (lmtp, webadmin, ldap) are cached in Redis, shared by every edge:
+ * P:verify:<address> holds "1" for local.verify_positive_ttl or "0" for local.verify_negative_ttl.
+ * The cache is read once, just before the first remote source would be asked, so the file source
+ * in front of them is never masked by it. With Redis disconnected the cache is skipped; a read
+ * that fails or times out answers 450 (the message could not be queued anyway). A TEMPFAIL is
+ * never cached.
  *
  * The file source serves local.recipients: one address per line, or "@domain" for every address
  * of a domain; '#' comments. Matching is case-insensitive (ASCII). The file is re-read when its
@@ -20,7 +29,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "conf.h"
 #include "mem.h"
+#include "redis.h"
+#include "verify.h"
 
 #define RELOAD_CHECK_MS 1000
 
@@ -125,7 +137,7 @@ static bool rcptdb_match(const struct edge_rcptdb *db, const struct smtp_path *p
 /* ---- the file source ---- */
 
 struct file_source {
-    struct edge_rcpt_source base;
+    struct verify_source base;
     char *path;
     struct edge_rcptdb *db;         /* NULL while the file is missing or malformed */
     struct stat st;                 /* of the file db was loaded from */
@@ -171,18 +183,18 @@ static void file_source_refresh(struct file_source *fs)
     buf_release(&err);
 }
 
-static void file_source_lookup(struct edge_rcpt_source *src, const struct smtp_path *p,
-                               edge_rcpt_done_fn *done, void *arg)
+static void file_source_lookup(struct verify_source *src, const struct smtp_path *p, verify_done_fn *done,
+                               void *arg)
 {
     struct file_source *fs = (struct file_source *)src;
     file_source_refresh(fs);
     if (fs->db == NULL)
-        done(RCPT_TEMPFAIL, arg);
+        done(VERIFY_TEMPFAIL, arg);
     else
-        done(rcptdb_match(fs->db, p) ? RCPT_ACCEPT : RCPT_UNKNOWN_USER, arg);
+        done(rcptdb_match(fs->db, p) ? VERIFY_EXISTS : VERIFY_DUNNO, arg);
 }
 
-static void file_source_free(struct edge_rcpt_source *src)
+static void file_source_free(struct verify_source *src)
 {
     struct file_source *fs = (struct file_source *)src;
     edge_rcptdb_free(fs->db);
@@ -190,7 +202,7 @@ static void file_source_free(struct edge_rcpt_source *src)
     free(fs);
 }
 
-struct edge_rcpt_source *edge_rcpt_file_source(const char *path, struct buf *err)
+struct verify_source *edge_rcpt_file_source(const char *path, struct buf *err)
 {
     struct stat st;
     struct edge_rcptdb *db = NULL;
@@ -218,37 +230,100 @@ struct chain_walk {
     struct edge_server *srv;
     const struct smtp_path *path;
     size_t next;                    /* index of the source to ask next */
+    bool cache_read;                /* the cache was consulted (and missed) */
+    bool remote_asked;              /* a cacheable source has been asked */
+    struct buf key;                 /* P:verify:<address> */
     edge_rcpt_done_fn *done;
     void *arg;
 };
 
 static void chain_step(struct chain_walk *w);
 
-static void chain_answer(enum edge_rcpt_verdict v, void *arg)
+static void chain_end(struct chain_walk *w, enum edge_rcpt_verdict v)
+{
+    w->done(v, w->arg);
+    buf_release(&w->key);
+    free(w);
+}
+
+/* Remembers a final answer of the remote sources; nothing waits for Redis to confirm. */
+static void cache_store(struct chain_walk *w, bool exists)
+{
+    long long ttl = exists ? conf.local_verify_positive_ttl : conf.local_verify_negative_ttl;
+    if (!w->remote_asked || ttl <= 0 || w->srv->redis == NULL)
+        return;
+    if (!redis_commandf(w->srv->redis, NULL, NULL, "SET %s %s PX %lld", buf_cstr(&w->key),
+                        exists ? "1" : "0", ttl))
+        log_msg(LOG_WARN, "verify-cache", NULL, "Redis is not connected: answer not cached");
+}
+
+static void chain_answer(enum verify_answer a, void *arg)
 {
     struct chain_walk *w = arg;
-    if (v == RCPT_DUNNO) {
+    switch (a) {
+    case VERIFY_DUNNO:
         chain_step(w);
         return;
+    case VERIFY_EXISTS:
+        cache_store(w, true);
+        chain_end(w, RCPT_ACCEPT);
+        return;
+    case VERIFY_TEMPFAIL:
+        chain_end(w, RCPT_TEMPFAIL);
+        return;
     }
-    w->done(v, w->arg);
-    free(w);
+}
+
+static void cache_cb(redisReply *reply, const char *err, void *arg)
+{
+    struct chain_walk *w = arg;
+    if (err == NULL && reply != NULL && reply->type == REDIS_REPLY_STRING && reply->len == 1) {
+        chain_end(w, reply->str[0] == '1' ? RCPT_ACCEPT : RCPT_UNKNOWN_USER);
+        return;
+    }
+    if (err != NULL) {
+        /* Redis is needed to take the message anyway: try later rather than ask around it. */
+        log_msg(LOG_WARN, "verify-cache", NULL, "cache not read: %s", err);
+        chain_end(w, RCPT_TEMPFAIL);
+        return;
+    }
+    chain_step(w);
 }
 
 static void chain_step(struct chain_walk *w)
 {
-    if (w->next >= w->srv->nrcpt_sources) {
-        w->done(RCPT_ACCEPT, w->arg);
-        free(w);
+    struct edge_server *srv = w->srv;
+    if (srv->rcpt_closed) {
+        chain_end(w, RCPT_TEMPFAIL);
         return;
     }
-    struct edge_rcpt_source *src = w->srv->rcpt_sources[w->next++];
+    if (w->next >= srv->nrcpt_sources) {
+        cache_store(w, false);
+        chain_end(w, RCPT_UNKNOWN_USER);
+        return;
+    }
+    struct verify_source *src = srv->rcpt_sources[w->next];
+    if (src->cacheable && !w->cache_read) {
+        w->cache_read = true;
+        buf_printf(&w->key, "%s:verify:%s@", conf.redis_prefix, w->path->local);
+        for (const char *d = w->path->domain; *d != '\0'; d++)
+            buf_putc(&w->key, (char)tolower((unsigned char)*d));
+        if (srv->redis != NULL
+            && redis_commandf(srv->redis, cache_cb, w, "GET %s", buf_cstr(&w->key)))
+            return;
+    }
+    w->next++;
+    w->remote_asked |= src->cacheable;
     src->lookup(src, w->path, chain_answer, w);
 }
 
 void edge_rcpt_lookup(struct edge_server *srv, const struct smtp_path *p, edge_rcpt_done_fn *done,
                       void *arg)
 {
+    if (srv->nrcpt_sources == 0) {
+        done(srv->rcpt_closed ? RCPT_TEMPFAIL : RCPT_ACCEPT, arg);
+        return;
+    }
     struct chain_walk *w = xcalloc(1, sizeof *w);
     w->srv = srv;
     w->path = p;

@@ -34,6 +34,10 @@ void edge_tx_free(struct edge_tx *tx)
 {
     if (tx == NULL)
         return;
+    edge_tx_filters_free(tx);
+    free(tx->milter_walk);
+    free(tx->quarantine);
+    free(tx->quarantine_reason);
     smtp_mail_clear(&tx->mail);
     for (size_t i = 0; i < tx->nrcpts; i++)
         smtp_rcpt_clear(&tx->rcpts[i].rcpt);
@@ -135,6 +139,8 @@ static void session_free(struct edge_session *s)
         log_end(&lr);
     }
     edge_session_unlink(s);
+    edge_screen_free(s);
+    edge_milter_free(s);
     edge_session_tx_reset(s);
     smtp_rcpt_clear(&s->pending_rcpt);
     if (s->drain_watch != NULL) {
@@ -311,7 +317,13 @@ static void edge_cmd_helo(struct edge_session *s, const char *args, bool esmtp)
     s->helo = buf_steal(&helo);
     s->esmtp = esmtp;
     edge_session_tx_reset(s);
-    if (!esmtp) {
+    if (!edge_milter_helo(s))
+        edge_helo_reply(s);
+}
+
+void edge_helo_reply(struct edge_session *s)
+{
+    if (!s->esmtp) {
         edge_reply(s, "250 %s", s->srv->hostname);
         return;
     }
@@ -348,6 +360,22 @@ static struct smtp_ext_offer ext_offer(const struct edge_session *s)
     return o;
 }
 
+bool edge_parse_mail(const struct edge_session *s, const char *args, struct smtp_mail *out,
+                     struct smtp_parse_err *err)
+{
+    struct smtp_addr_limits lim = addr_limits();
+    struct smtp_ext_offer offer = ext_offer(s);
+    return smtp_mail_parse(args, &lim, &offer, out, err);
+}
+
+bool edge_parse_rcpt(const struct edge_session *s, const char *args, struct smtp_rcpt *out,
+                     struct smtp_parse_err *err)
+{
+    struct smtp_addr_limits lim = addr_limits();
+    struct smtp_ext_offer offer = ext_offer(s);
+    return smtp_rcpt_parse(args, &lim, &offer, s->tx->mail.smtputf8, out, err);
+}
+
 static void edge_cmd_mail(struct edge_session *s, const char *args)
 {
     if (s->helo == NULL) {
@@ -382,7 +410,25 @@ static void edge_cmd_mail(struct edge_session *s, const char *args)
         return;
     }
     s->tx = tx;
-    edge_reply(s, "250 2.1.0 Ok");
+    if (!edge_filters_mail(s))
+        edge_mail_checked(s, NULL);
+}
+
+void edge_mail_checked(struct edge_session *s, const char *refusal_fmt, ...)
+{
+    if (refusal_fmt == NULL) {
+        if (!edge_milter_mail(s))
+            edge_reply(s, "250 2.1.0 Ok");
+        return;
+    }
+    struct buf r = BUF_INIT;
+    va_list ap;
+    va_start(ap, refusal_fmt);
+    buf_vprintf(&r, refusal_fmt, ap);
+    va_end(ap);
+    edge_session_tx_reset(s);
+    edge_reply_error(s, "%s", buf_cstr(&r));
+    buf_release(&r);
 }
 
 /* Replies to RCPT once its verdict is known, keeping the recipient when accepted. */
@@ -394,7 +440,6 @@ static void rcpt_finish(struct edge_session *s, enum edge_rcpt_verdict v)
     edge_header_safe(&who, r.path.mailbox, 300);
     switch (v) {
     case RCPT_ACCEPT:
-    case RCPT_DUNNO:
         break;
     case RCPT_RELAY_DENIED:
         edge_reply_error(s, "554 5.7.1 <%s>: Relay access denied", buf_cstr(&who));
@@ -408,16 +453,29 @@ static void rcpt_finish(struct edge_session *s, enum edge_rcpt_verdict v)
         break;
     }
     buf_release(&who);
-    if (v != RCPT_ACCEPT && v != RCPT_DUNNO) {
+    if (v != RCPT_ACCEPT) {
         smtp_rcpt_clear(&r);
         return;
     }
-    struct edge_tx *tx = s->tx;
+    s->pending_rcpt = r;
+    if (!edge_milter_rcpt(s))
+        edge_rcpt_add(s);
+}
+
+void edge_tx_add_rcpt(struct edge_tx *tx, struct smtp_rcpt *r)
+{
     if (tx->nrcpts == tx->rcpt_cap) {
         tx->rcpt_cap = tx->rcpt_cap ? tx->rcpt_cap * 2 : 4;
         tx->rcpts = xrealloc(tx->rcpts, tx->rcpt_cap * sizeof *tx->rcpts);
     }
-    tx->rcpts[tx->nrcpts++].rcpt = r;
+    memset(&tx->rcpts[tx->nrcpts], 0, sizeof tx->rcpts[tx->nrcpts]);
+    tx->rcpts[tx->nrcpts++].rcpt = *r;
+    memset(r, 0, sizeof *r);
+}
+
+void edge_rcpt_add(struct edge_session *s)
+{
+    edge_tx_add_rcpt(s->tx, &s->pending_rcpt);
     edge_reply(s, "250 2.1.5 Ok");
 }
 
@@ -481,6 +539,7 @@ static void edge_cmd_rset(struct edge_session *s, const char *args)
         edge_reply_error(s, "501 5.5.4 Syntax: RSET");
         return;
     }
+    edge_milter_abort(s);
     edge_session_tx_reset(s);
     edge_reply(s, "250 2.0.0 Ok");
 }
@@ -700,7 +759,10 @@ static void read_cb(struct bufferevent *bev, void *arg)
     struct edge_session *s = arg;
     if (s->state == ST_GREET) {
         /* The client talked before our greeting: a spambot's shortcut (RFC 5321 §4.3.1). */
-        sync_violation(s, "(before greeting)");
+        if (s->screen != NULL)
+            edge_screen_input(s);
+        else
+            sync_violation(s, "(before greeting)");
         return;
     }
     edge_session_resume(s);
@@ -754,7 +816,13 @@ void edge_install_callbacks(struct edge_session *s)
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 }
 
-static void send_greeting(struct edge_session *s)
+void edge_session_greet(struct edge_session *s)
+{
+    if (!edge_milter_connect(s))
+        edge_session_greet_now(s);
+}
+
+void edge_session_greet_now(struct edge_session *s)
 {
     s->state = ST_CMD;
     edge_reply(s, "220 %s %s", s->srv->hostname, conf.edge_banner);
@@ -762,13 +830,12 @@ static void send_greeting(struct edge_session *s)
     edge_session_resume(s);
 }
 
-static void greet_pause_cb(evutil_socket_t fd, short what, void *arg)
+/* The session timer gets its real callback (evtimer_assign) before each use. */
+static void timer_unset_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    struct edge_session *s = arg;
-    if (!s->dead && s->state == ST_GREET)
-        send_greeting(s);
+    (void)arg;
 }
 
 struct edge_session *edge_session_new(struct edge_server *srv, struct edge_listener *lst,
@@ -781,7 +848,7 @@ struct edge_session *edge_session_new(struct edge_server *srv, struct edge_liste
     s->state = ST_GREET;
     s->connected_ms = clock_wall_ms();
     s->reaper = event_new(srv->base, -1, 0, reaper_cb, s);
-    s->timer = evtimer_new(srv->base, greet_pause_cb, s);
+    s->timer = evtimer_new(srv->base, timer_unset_cb, s);
     queue_id_new(s->id);
     memcpy(&s->peer, sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                                     : sizeof(struct sockaddr_in));
@@ -796,12 +863,7 @@ struct edge_session *edge_session_new(struct edge_server *srv, struct edge_liste
 void edge_session_start(struct edge_session *s)
 {
     edge_install_callbacks(s);
-    if (conf.edge_greet_pause > 0 && s->lst->kind == LISTENER_MX) {
-        s->state = ST_GREET;
-        struct timeval tv = { conf.edge_greet_pause / 1000, (conf.edge_greet_pause % 1000) * 1000 };
-        evtimer_assign(s->timer, s->srv->base, greet_pause_cb, s);
-        evtimer_add(s->timer, &tv);
-        return;
-    }
-    send_greeting(s);
+    if (s->lst->kind == LISTENER_MX && edge_screen_start(s))
+        return;     /* edge_screen.c greets the client, or refuses it */
+    edge_session_greet(s);
 }

@@ -48,8 +48,43 @@ struct conf {
     char *edge_banner;                  /* edge.banner: text after the hostname in the 220 */
 
     /* edge policy */
+    struct strlist screen_allow;        /* screen.allow: CIDR blocks never screened */
+    struct strlist screen_deny;         /* screen.deny: CIDR blocks refused at connect */
+    long long screen_connection_rate_limit; /* screen.connection_rate_limit: per IP per minute */
+    long long screen_greet_wait;        /* screen.greet_wait (ms); 0 = no pregreet test */
+    long long screen_greet_wait_stress; /* screen.greet_wait_stress (ms) */
+    int screen_pregreet_action;         /* screen.pregreet_action: enum screen_action */
+    struct strlist screen_dnsbl_sites;  /* screen.dnsbl_sites: postscreen syntax */
+    long long screen_dnsbl_threshold;   /* screen.dnsbl_threshold */
+    long long screen_dnswl_threshold;   /* screen.dnswl_threshold (negative; 0 = off) */
+    int screen_dnsbl_action;            /* screen.dnsbl_action: enum screen_action */
+    long long screen_pass_ttl;          /* screen.pass_ttl (ms) */
+    char *filters_authserv_id;          /* filters.authserv_id: "" = edge.hostname */
+    int filters_spf;                    /* filters.spf: enum spf_policy */
+    bool filters_dkim_verify;           /* filters.dkim_verify */
+    struct strlist filters_dkim_sign;   /* filters.dkim_sign: domain:selector:/key.pem */
+    char *filters_dkim_signed_headers;  /* filters.dkim_signed_headers */
+    struct strlist milter_mx;           /* milter.mx: milters for MX listeners */
+    struct strlist milter_submission;   /* milter.submission: for submission and smtps */
+    int milter_default_action;          /* milter.default_action: enum milter_action */
+    long long milter_connect_timeout;   /* milter.connect_timeout (ms) */
+    long long milter_command_timeout;   /* milter.command_timeout (ms) */
+    long long milter_content_timeout;   /* milter.content_timeout (ms) */
+    char *milter_listen;                /* milter.listen: where `mxgate milter` listens */
     struct strlist local_domains;       /* local.domains */
     char *local_recipients;             /* local.recipients: file of valid local addresses */
+    struct strlist local_verify;        /* local.verify: recipient sources, in order */
+    long long local_verify_timeout;     /* local.verify_timeout (ms) */
+    long long local_verify_positive_ttl; /* local.verify_positive_ttl (ms): cache of "exists" */
+    long long local_verify_negative_ttl; /* local.verify_negative_ttl (ms): cache of "unknown" */
+    char *local_verify_lmtp;            /* local.verify_lmtp: probe target; "" = the bridge's */
+    char *local_verify_webadmin;        /* local.verify_webadmin: James WebAdmin base URL */
+    char *local_verify_webadmin_token_file; /* local.verify_webadmin_token_file: bearer token */
+    char *local_verify_ldap_uri;        /* local.verify_ldap_uri */
+    char *local_verify_ldap_base;       /* local.verify_ldap_base: search base DN */
+    char *local_verify_ldap_filter;     /* local.verify_ldap_filter: %s %u %d template */
+    char *local_verify_ldap_bind_dn;    /* local.verify_ldap_bind_dn; "" = anonymous */
+    char *local_verify_ldap_password_file; /* local.verify_ldap_password_file */
     struct strlist edge_trusted_networks; /* edge.trusted_networks: CIDR list */
     char *edge_auth_users;              /* edge.auth_users: file of "user crypt-hash" lines */
     char *tls_cert;                     /* tls.cert: PEM certificate chain */
@@ -74,7 +109,6 @@ struct conf {
     long long edge_soft_error_limit;    /* edge.soft_error_limit: errors before replies slow down */
     long long edge_hard_error_limit;    /* edge.hard_error_limit: errors before 421 and close */
     long long edge_error_sleep;         /* edge.error_sleep (ms): delay per reply past the soft limit */
-    long long edge_greet_pause;         /* edge.greet_pause (ms): wait before the 220; early talkers get 554 */
     int edge_bare_newline;              /* edge.bare_newline: enum bare_newline_policy */
 
     /* relay */
@@ -105,10 +139,14 @@ struct conf {
     int relay_throttle_scope;           /* relay.throttle_scope: enum relay_throttle_scope */
     long long dns_timeout;              /* dns.timeout (ms) */
     char *bridge_lmtp;                  /* bridge.lmtp: host[:port] or unix:/path; "" = Maildir */
+    struct strlist bridge_domain_lmtp;  /* bridge.domain_lmtp: domain=target overrides */
 };
 
 enum relay_tls_policy { RELAY_TLS_NONE, RELAY_TLS_MAY, RELAY_TLS_ENCRYPT, RELAY_TLS_VERIFY };
 enum relay_throttle_scope { THROTTLE_SHARED, THROTTLE_NODE };
+enum screen_action { SCREEN_ACTION_DROP, SCREEN_ACTION_IGNORE };
+enum spf_policy { SPF_POLICY_OFF, SPF_POLICY_MARK, SPF_POLICY_REJECT };
+enum milter_action { MILTER_ACTION_TEMPFAIL, MILTER_ACTION_ACCEPT, MILTER_ACTION_REJECT };
 
 extern struct conf conf;
 

@@ -32,6 +32,7 @@ struct conf conf;
 #define LIST(n, f, d, r, h) { n, CONF_LIST, FIELD(f), d, 0, 0, NULL, r, h }
 #define NUM(t, n, f, d, lo, hi, r, h) { n, t, FIELD(f), d, lo, hi, NULL, r, h }
 #define ENUM(n, f, d, c, r, h) { n, CONF_ENUM, FIELD(f), d, 0, 0, c, r, h }
+#define BOOL(n, f, d, r, h) { n, CONF_BOOL, FIELD(f), d, 0, 0, NULL, r, h }
 
 const struct conf_row conf_rows[] = {
     /* general */
@@ -103,16 +104,90 @@ const struct conf_row conf_rows[] = {
         "Errors in one session after which the client gets 421 and is disconnected."),
     NUM(CONF_DURATION, "edge.error_sleep", edge_error_sleep, "1s", 0, 1 * MIN, true,
         "Delay added to each reply once a session is past edge.soft_error_limit; 0 = none."),
-    NUM(CONF_DURATION, "edge.greet_pause", edge_greet_pause, "0s", 0, 1 * MIN, true,
-        "Wait before the 220 greeting; a client that talks first gets 554. 0 = greet at once."),
     ENUM("edge.bare_newline", edge_bare_newline, "normalize", "normalize|reject", true,
         "A bare LF in message text: normalize = accept it as CRLF, reject = refuse the message."),
+
+    /* screen */
+    LIST("screen.allow", screen_allow, "", true,
+        "CIDR blocks whose clients skip screening (edge.trusted_networks skip it too), e.g. a partner's relays."),
+    LIST("screen.deny", screen_deny, "", true,
+        "CIDR blocks refused at connect with 554 5.7.1."),
+    NUM(CONF_INT, "screen.connection_rate_limit", screen_connection_rate_limit, "0", 0, 1000000, true,
+        "Connections one client IP may open per minute on an MX listener; more get 421 4.7.0. 0 = no limit."),
+    NUM(CONF_DURATION, "screen.greet_wait", screen_greet_wait, "6s", 0, 1 * MIN, true,
+        "Pregreet test: after the first line of a multi-line 220 greeting, wait this long; a client that talks first is a bot. 0 = no pregreet test."),
+    NUM(CONF_DURATION, "screen.greet_wait_stress", screen_greet_wait_stress, "2s", 0, 1 * MIN, true,
+        "The greet wait when the edge holds over 80% of edge.max_connections."),
+    ENUM("screen.pregreet_action", screen_pregreet_action, "drop", "drop|ignore", true,
+        "What a client that talks before the greeting gets: drop (554 and close) or ignore (logged only)."),
+    LIST("screen.dnsbl_sites", screen_dnsbl_sites, "", true,
+        "DNS lists queried in parallel during the greet wait, Postfix postscreen syntax: domain[=filter][*weight], e.g. zen.spamhaus.org=127.0.0.[2..11]*3, list.dnswl.org=127.0.[0..255].[1..3]*-2."),
+    NUM(CONF_INT, "screen.dnsbl_threshold", screen_dnsbl_threshold, "1", 1, 1000, true,
+        "A combined DNSBL score at or over this refuses the client (554 5.7.1)."),
+    NUM(CONF_INT, "screen.dnswl_threshold", screen_dnswl_threshold, "0", -1000, 0, true,
+        "A combined score at or under this (negative) value passes the client at once, skipping the other tests; 0 = off."),
+    ENUM("screen.dnsbl_action", screen_dnsbl_action, "drop", "drop|ignore", true,
+        "What a client over the DNSBL threshold gets: drop (554 and close) or ignore (logged only)."),
+    NUM(CONF_DURATION, "screen.pass_ttl", screen_pass_ttl, "1d", 0, 30 * DAY, true,
+        "How long a client that passed every test is remembered in Redis (shared by every edge) and greeted at once; 0 = never."),
+
+    /* filters */
+    STR("filters.authserv_id", filters_authserv_id, "", true,
+        "Name in the Authentication-Results header (RFC 8601) that the edge and `mxgate milter` add; incoming ones claiming it are removed. Empty = edge.hostname."),
+    ENUM("filters.spf", filters_spf, "reject", "off|mark|reject", true,
+        "SPF (RFC 7208) of HELO and MAIL FROM for unauthenticated clients: off, mark (result in Authentication-Results only), reject (an SPF fail gets 550 5.7.23)."),
+    BOOL("filters.dkim_verify", filters_dkim_verify, "yes", true,
+        "Verify DKIM signatures (RFC 6376) of mail from unauthenticated clients and report them in Authentication-Results."),
+    LIST("filters.dkim_sign", filters_dkim_sign, "", true,
+        "DKIM signing keys for mail from authenticated or trusted senders, as domain:selector:/path/key.pem (RSA or Ed25519 PEM); a sender domain without its own key uses its closest listed parent."),
+    STR("filters.dkim_signed_headers", filters_dkim_signed_headers, "", true,
+        "Colon-separated header fields to sign; empty = from:to:cc:subject:date:message-id:reply-to:in-reply-to:references:mime-version:content-type:content-transfer-encoding (From oversigned)."),
+
+    /* milter */
+    LIST("milter.mx", milter_mx, "", true,
+        "Milters (Sendmail milter protocol 6) that MX listeners consult, in order: inet:port@host or unix:/path, e.g. inet:11332@127.0.0.1 for spamass-milter."),
+    LIST("milter.submission", milter_submission, "", true,
+        "Milters consulted by the submission and smtps listeners."),
+    ENUM("milter.default_action", milter_default_action, "tempfail", "tempfail|accept|reject", true,
+        "What a milter that fails (unreachable, timed out, malformed reply) means: tempfail (451), accept (skip it), reject (550)."),
+    NUM(CONF_DURATION, "milter.connect_timeout", milter_connect_timeout, "30s", 100 * MSEC, 10 * MIN, true,
+        "Time to connect to a milter."),
+    NUM(CONF_DURATION, "milter.command_timeout", milter_command_timeout, "30s", 100 * MSEC, 10 * MIN, true,
+        "Time a milter may take to answer a command."),
+    NUM(CONF_DURATION, "milter.content_timeout", milter_content_timeout, "5m", 100 * MSEC, 1 * HOUR, true,
+        "Time a milter may take to answer a piece of message content or the end of the message."),
+    STR("milter.listen", milter_listen, "inet:8891@127.0.0.1", true,
+        "Where `mxgate milter` (screening, SPF, DKIM verification and Authentication-Results for an existing Postfix) listens: inet:port@host or unix:/path."),
 
     /* local */
     LIST("local.domains", local_domains, "example.test", true,
         "Domains delivered to the local mailbox tier; mail for any other domain is relayed."),
     STR("local.recipients", local_recipients, "", true,
         "File of valid local addresses, one per line (or @domain for all of a domain), re-read when it changes; empty = every address in local.domains exists."),
+    LIST("local.verify", local_verify, "file", true,
+        "Where the edge checks that a local recipient exists, asked in this order until one knows it: file (local.recipients), lmtp (an RCPT probe of the mailbox tier), webadmin (James WebAdmin), ldap. No source configured = every address exists."),
+    NUM(CONF_DURATION, "local.verify_timeout", local_verify_timeout, "10s", 100 * MSEC, 5 * MIN, true,
+        "How long one source may take to answer; then the client hears 450 (try later)."),
+    NUM(CONF_DURATION, "local.verify_positive_ttl", local_verify_positive_ttl, "1h", 0, 30 * DAY, true,
+        "How long an address found by lmtp, webadmin or ldap is remembered in Redis (shared by every edge); 0 = not cached."),
+    NUM(CONF_DURATION, "local.verify_negative_ttl", local_verify_negative_ttl, "5m", 0, 30 * DAY, true,
+        "How long an address no source knows is remembered in Redis as unknown; 0 = not cached."),
+    STR("local.verify_lmtp", local_verify_lmtp, "", true,
+        "LMTP server probed with RCPT TO (then RSET): host[:port] or unix:/path; empty = the bridge's target for the domain (bridge.lmtp, bridge.domain_lmtp)."),
+    STR("local.verify_webadmin", local_verify_webadmin, "", true,
+        "Base URL of James's WebAdmin API, e.g. http://james.internal:8000; HEAD /users/{address} tells whether the user exists."),
+    STR("local.verify_webadmin_token_file", local_verify_webadmin_token_file, "", true,
+        "File holding a JWT sent as 'Authorization: Bearer' to WebAdmin; empty = none."),
+    STR("local.verify_ldap_uri", local_verify_ldap_uri, "", true,
+        "LDAP server(s) for recipient lookups, e.g. ldap://ldap.internal:389/."),
+    STR("local.verify_ldap_base", local_verify_ldap_base, "", true,
+        "Search base DN, e.g. ou=people,dc=example,dc=com."),
+    STR("local.verify_ldap_filter", local_verify_ldap_filter, "(mail=%s)", true,
+        "Search filter: %s is the address, %u its local part, %d its domain (each escaped, RFC 4515); any entry found means the address exists."),
+    STR("local.verify_ldap_bind_dn", local_verify_ldap_bind_dn, "", true,
+        "DN to bind as; empty = anonymous."),
+    STR("local.verify_ldap_password_file", local_verify_ldap_password_file, "", true,
+        "File holding the bind password (first line)."),
 
     /* relay */
     STR("relay.helo_name", relay_helo_name, "", true,
@@ -169,6 +244,8 @@ const struct conf_row conf_rows[] = {
     /* bridge */
     STR("bridge.lmtp", bridge_lmtp, "", true,
         "The mailbox tier's LMTP server (Dovecot, Apache James): host[:port] (port 24) or unix:/path; empty = Maildirs under state_dir/mailboxes."),
+    LIST("bridge.domain_lmtp", bridge_domain_lmtp, "", true,
+        "Per-domain LMTP servers overriding bridge.lmtp, as domain=target entries, e.g. example.com=unix:/run/dovecot/lmtp; a domain not listed uses bridge.lmtp."),
 
     /* tls */
     STR("tls.cert", tls_cert, "", true,

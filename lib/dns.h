@@ -86,6 +86,9 @@ struct dns_result {
     unsigned ttl;               /* dns_a(), dns_addr(): smallest TTL of the records returned */
 };
 
+/* Tries per server of the roles' resolvers (dns.timeout is the wait of one try). */
+#define DNS_TRIES 2
+
 /* Called exactly once per lookup (see the contract above). */
 typedef void dns_cb(struct dns_result *res, void *arg);
 

@@ -262,7 +262,11 @@ bool queue_enqueue(struct redis *r, const char *prefix, const struct queue_msg *
     queue_key(&k_body, prefix, "body", m->id);
     queue_key(&k_rcpt, prefix, "rcpt", m->id);
     queue_key(&k_log, prefix, "log", m->id);
-    buf_printf(&k_due, "%s:due%s", prefix, m->urgent ? ":urgent" : "");
+    /* A held message (quarantine) waits in its repository instead of the due set. */
+    if (m->repository != NULL)
+        buf_printf(&k_due, "%s:repo:%s", prefix, m->repository);
+    else
+        buf_printf(&k_due, "%s:due%s", prefix, m->urgent ? ":urgent" : "");
 
     struct argl hmsg, set, hrcpt, zadd, rpush;
     argl_init(&hmsg, 32);
@@ -284,6 +288,8 @@ bool queue_enqueue(struct redis *r, const char *prefix, const struct queue_msg *
     argl_printf(&hmsg, "%lld", (long long)m->nrcpts);
     argl_str(&hmsg, "size");
     argl_printf(&hmsg, "%lld", (long long)m->body_len);
+    argl_field(&hmsg, "repo", m->repository);
+    argl_field(&hmsg, "repo_reason", m->repository_reason);
 
     argl_init(&set, 3);
     argl_str(&set, "SET");
@@ -302,9 +308,14 @@ bool queue_enqueue(struct redis *r, const char *prefix, const struct queue_msg *
         struct buf j = BUF_INIT;
         rcpt_json(&j, &m->rcpts[i], m->received_ms);
         argl_buf(&hrcpt, &j);
+        if (m->repository != NULL && i > 0)
+            continue;
         argl_printf(&zadd, "%lld", m->received_ms);
         struct buf member = BUF_INIT;
-        buf_printf(&member, "%s/%zu", m->id, i);
+        if (m->repository != NULL)
+            buf_printf(&member, "%s", m->id);
+        else
+            buf_printf(&member, "%s/%zu", m->id, i);
         argl_buf(&zadd, &member);
     }
 

@@ -59,6 +59,8 @@ struct queue_msg {
     size_t nrcpts;
     const char *body;       /* the message, CR LF line endings */
     size_t body_len;
+    const char *repository; /* not NULL: held in P:repo:<repository> (quarantine), not due */
+    const char *repository_reason;
 };
 
 /* ok is true only when Redis applied the whole transaction; otherwise err says why. */

@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "buf.h"
+#include "conf.h"
 
 struct relay;
 struct relay_rcpt;
@@ -24,6 +25,14 @@ void bridge_maildir_deliver(struct relay *rl, struct relay_rcpt **rcpts, size_t 
  * leading '.', at most 64 characters, never empty. Appends to out.
  */
 void bridge_mailbox_name(const char *local, struct buf *out);
+
+/* bridge_route.c */
+/* The LMTP server for a local domain ("host[:port]", "unix:/path"), or "" for Maildir. */
+const char *bridge_lmtp_target(const char *domain);
+/* Is target host[:port] or unix:/path? */
+bool bridge_target_valid(const char *target);
+/* Checks bridge.domain_lmtp entries; false with one line per bad entry in msg. */
+bool bridge_domain_lmtp_check(const struct strlist *l, struct buf *msg);
 
 /* bridge_main.c */
 int bridge_main(void);

@@ -1,26 +1,47 @@
 /*
  * bridge_main.c - the mailbox bridge role (`mxgate bridge`, also started by `mxgate run`): the
- * scheduler on the "local" stage, delivering into the mailbox tier over LMTP (bridge.lmtp) or,
- * when none is configured, into Maildirs.
+ * scheduler on the "local" stage, delivering into the mailbox tier over LMTP (bridge.lmtp,
+ * bridge.domain_lmtp) or, for a domain with no LMTP server, into Maildirs.
  */
 #include "bridge.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 #include "conf.h"
 #include "relay.h"
 
-/* LMTP: the relay's delivery path (connections kept, per-recipient replies) to one target. */
-static void lmtp_deliver(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
+static int cmp_target(const void *a, const void *b)
 {
-    relay_deliver_to(rl, rcpts, n, conf.bridge_lmtp);
+    const struct relay_rcpt *x = *(struct relay_rcpt *const *)a, *y = *(struct relay_rcpt *const *)b;
+    return strcmp(bridge_lmtp_target(x->domain), bridge_lmtp_target(y->domain));
+}
+
+/*
+ * A message's local recipients, grouped by the store their domain goes to: over LMTP (the relay's
+ * delivery path: connections kept, one reply per recipient) to each server, or into Maildirs.
+ */
+static void deliver(struct relay *rl, struct relay_rcpt **rcpts, size_t n)
+{
+    qsort(rcpts, n, sizeof *rcpts, cmp_target);
+    for (size_t i = 0; i < n;) {
+        const char *target = bridge_lmtp_target(rcpts[i]->domain);
+        size_t j = i + 1;
+        while (j < n && strcmp(bridge_lmtp_target(rcpts[j]->domain), target) == 0)
+            j++;
+        if (target[0] != '\0')
+            relay_deliver_to(rl, rcpts + i, j - i, target);
+        else
+            bridge_maildir_deliver(rl, rcpts + i, j - i);
+        i = j;
+    }
 }
 
 int bridge_main(void)
 {
     /* An address the mailbox tier does not know goes to James's address-error repository. */
-    static const struct relay_role maildir = {
-        "bridge", "local", bridge_maildir_deliver, bridge_maildir_init, bridge_maildir_fini,
-        "address-error",
+    static const struct relay_role bridge = {
+        "bridge", "local", deliver, bridge_maildir_init, bridge_maildir_fini, "address-error",
     };
-    static const struct relay_role lmtp = { "bridge", "local", lmtp_deliver, NULL, NULL, "address-error" };
-    return relay_role_main(conf.bridge_lmtp[0] != '\0' ? &lmtp : &maildir);
+    return relay_role_main(&bridge);
 }

@@ -11,10 +11,14 @@
 
 #include <openssl/ssl.h>
 
+#include <event2/event.h>
+
 #include "authdb.h"
+#include "bridge.h"
 #include "cidr.h"
 #include "conf.h"
 #include "edge.h"
+#include "filter_dnsbl.h"
 #include "netaddr.h"
 #include "redis.h"
 #include "relay.h"
@@ -65,6 +69,15 @@ bool ops_config_validate(const char *file, struct buf *errs)
     ok &= report(errs, file, "edge.trusted_networks",
                  cidr_list_parse(&conf.edge_trusted_networks, &nets, &msg), &msg);
     cidr_list_free(&nets);
+    ok &= report(errs, file, "screen.allow", cidr_list_parse(&conf.screen_allow, &nets, &msg), &msg);
+    cidr_list_free(&nets);
+    ok &= report(errs, file, "screen.deny", cidr_list_parse(&conf.screen_deny, &nets, &msg), &msg);
+    cidr_list_free(&nets);
+    if (conf.screen_dnsbl_sites.n > 0) {
+        struct dnsbl_sites *sites = dnsbl_sites_parse(&conf.screen_dnsbl_sites, &msg);
+        ok &= report(errs, file, "screen.dnsbl_sites", sites != NULL, &msg);
+        dnsbl_sites_free(sites);
+    }
 
     if (conf.redis_url[0] != '\0') {
         struct redis_target t;
@@ -91,11 +104,29 @@ bool ops_config_validate(const char *file, struct buf *errs)
             buf_printf(&msg, "'%s' is not host[:port]", conf.relay_smarthost);
         ok &= report(errs, file, "relay.smarthost", good, &msg);
     }
+    ok &= report(errs, file, "milter.mx", edge_milters_check(&conf.milter_mx, &msg), &msg);
+    ok &= report(errs, file, "milter.submission", edge_milters_check(&conf.milter_submission, &msg), &msg);
+    bool file_ok = true;
     if (conf.local_recipients[0] != '\0') {
         struct edge_rcptdb *db = edge_rcptdb_load(conf.local_recipients, &msg);
-        ok &= report(errs, file, "local.recipients", db != NULL, &msg);
+        file_ok = db != NULL;
+        ok &= report(errs, file, "local.recipients", file_ok, &msg);
         edge_rcptdb_free(db);
     }
+    /* The other recipient sources are built as the edge builds them (nothing is contacted). */
+    struct event_base *base = file_ok ? event_base_new() : NULL;
+    struct verify_source **sources = NULL;
+    size_t nsources = 0;
+    bool built = base != NULL && edge_rcpt_sources_new(base, "localhost", &sources, &nsources, &msg);
+    if (built)
+        edge_rcpt_sources_free(sources, nsources);
+    ok &= report(errs, file, "local.verify", built || !file_ok, &msg);
+    if (base != NULL)
+        event_base_free(base);
+    if (conf.bridge_lmtp[0] != '\0' && !bridge_target_valid(conf.bridge_lmtp))
+        buf_printf(&msg, "'%s' is not host[:port] or unix:/path", conf.bridge_lmtp);
+    ok &= report(errs, file, "bridge.lmtp", msg.len == 0, &msg);
+    ok &= report(errs, file, "bridge.domain_lmtp", bridge_domain_lmtp_check(&conf.bridge_domain_lmtp, &msg), &msg);
     if (conf.edge_auth_users[0] != '\0') {
         struct authdb *db = authdb_load(conf.edge_auth_users, &msg);
         ok &= report(errs, file, "edge.auth_users", db != NULL, &msg);

@@ -24,7 +24,6 @@
 #include "tls_client.h"
 
 #define STOP_GRACE_MS 30000
-#define DNS_TRIES 2
 
 struct relay_main {
     struct relay rl;

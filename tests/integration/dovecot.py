@@ -1,5 +1,7 @@
 """A private Dovecot (LMTP in, IMAP out) in a temp dir on free loopback ports: the stand-in
-mailbox tier. Users come from a passwd-file, so an unknown address is refused at RCPT."""
+mailbox tier. Users come from a passwd-file, so an unknown address is refused at RCPT. A user may
+get a storage quota (quota={"carol": "1K"}); a delivery over it is deferred (quota_full_tempfail),
+the way a full mailbox is on a real tier."""
 import os
 import subprocess
 
@@ -7,7 +9,7 @@ import mxtest
 
 
 class Dovecot:
-    def __init__(self, dir, users=("bob", "carol")):
+    def __init__(self, dir, users=("bob", "carol"), quota=None):
         self.dir = str(dir)
         os.makedirs(self.dir, exist_ok=True)
         self.mail = os.path.join(self.dir, "mail")
@@ -23,7 +25,8 @@ class Dovecot:
         self.users = os.path.join(self.dir, "users")
         with open(self.users, "w") as f:
             for u in users:
-                f.write(f"{u}:{{PLAIN}}secret::::{self.mail}/{u}\n")
+                extra = f"::userdb_quota_rule=*:storage={quota[u]}" if quota and u in quota else ""
+                f.write(f"{u}:{{PLAIN}}secret::::{self.mail}/{u}{extra}\n")
         os.chmod(self.users, 0o644)
         self.lmtp_port = mxtest.free_port()
         self.imap_port = mxtest.free_port()
@@ -45,6 +48,11 @@ auth_mechanisms = plain
 listen = 127.0.0.1
 lmtp_rcpt_check_quota = no
 auth_username_format = %n
+mail_plugins = $mail_plugins quota
+quota_full_tempfail = yes
+plugin {{
+  quota = maildir:User quota
+}}
 passdb {{
   driver = passwd-file
   args = {self.users}

@@ -1,5 +1,6 @@
 """The mailbox bridge over LMTP into a real Dovecot, read back over IMAP."""
 import email
+import os
 
 import pytest
 
@@ -69,3 +70,67 @@ def test_tier_down_defers_then_delivers(tier, redis_server):
     mxtest.wait_for(lambda: dove.inbox("bob"), timeout=15, what="delivery after the tier is back")
     mxtest.wait_for(lambda: queued_ids(redis_server.client) == [], what="message removed")
     assert len(dove.inbox("bob")) == 1
+
+
+def test_each_recipient_gets_its_own_fate(tmp_path, redis_server, edge_factory):
+    """One message to three recipients: Dovecot takes bob's, defers carol's (her mailbox is over
+    quota) and refuses nobody's. bob is delivered once, carol waits for a retry, nobody bounces."""
+    dove = Dovecot(tmp_path / "dovecot", quota={"carol": "1K"})
+    edge = edge_factory()
+    o = {"relay.poll": "100ms", "relay.retry_schedule": "1h", "relay.retry_jitter": "0",
+         "bridge.lmtp": f"127.0.0.1:{dove.lmtp_port}"}
+    relay = mxtest.start_role(tmp_path / "relay", redis_server.url, o)
+    bridge = mxtest.start_role(tmp_path / "bridge", redis_server.url, o, command="bridge")
+    try:
+        body = b"Subject: three fates\r\n\r\n" + (b"x" * 70 + b"\r\n") * 60 + b".\r\n"
+        code, lines = send_message(edge.port, "alice@src.test",
+                                   ["bob@local.test", "carol@local.test", "nobody@local.test"], body)
+        assert code == 250
+        qid = lines[0].split()[-1]
+        mxtest.wait_for(lambda: bridge.events("delivered") and bridge.events("deferred")
+                        and bridge.events("failed"), what="three fates")
+        [delivered] = bridge.events("delivered")
+        [deferred] = bridge.events("deferred")
+        [failed] = bridge.events("failed")
+        assert delivered["to"] == "bob@local.test"
+        assert deferred["to"] == "carol@local.test" and deferred["code"] // 100 == 4
+        assert deferred["status"].startswith("4.2.")        # mailbox full
+        assert failed["to"] == "nobody@local.test" and failed["code"] == 550
+        assert len(dove.inbox("bob")) == 1
+        assert dove.inbox("carol") == []
+        # The message stays queued for carol alone, due again on the retry schedule.
+        r = redis_server.client
+        _, _, rcpts = message(r, qid)
+        states = {x["to"]: x["state"] for x in rcpts}
+        assert states["carol@local.test"] == "deferred", rcpts
+        assert states["bob@local.test"] == "delivered" and states["nobody@local.test"] == "failed"
+        assert r.zscore("mxg:repo:address-error", qid) is not None
+        assert len(bridge.events("bounce-queued")) == 1
+    finally:
+        from conftest import stop_all
+        stop_all([relay.stop, bridge.stop, dove.stop])
+
+
+def test_each_domain_goes_to_its_own_store(tmp_path, redis_server, edge_factory):
+    """bridge.domain_lmtp sends example.test to Dovecot; local.test, with no LMTP server, lands in
+    the embedded Maildirs."""
+    dove = Dovecot(tmp_path / "dovecot")
+    edge = edge_factory()
+    state = edge.overrides["state_dir"]
+    o = {"state_dir": state, "relay.poll": "100ms",
+         "bridge.domain_lmtp": f"example.test=127.0.0.1:{dove.lmtp_port}"}
+    relay = mxtest.start_role(tmp_path / "relay", redis_server.url, o)
+    bridge = mxtest.start_role(tmp_path / "bridge", redis_server.url, o, command="bridge")
+    try:
+        code, _ = send_message(edge.port, "a@src.test", ["bob@example.test", "carol@local.test"],
+                               b"Subject: split\r\n\r\nx\r\n.\r\n")
+        assert code == 250
+        mxtest.wait_for(lambda: len(bridge.events("delivered")) == 2, what="both delivered")
+        assert len(dove.inbox("bob")) == 1
+        assert dove.inbox("carol") == []
+        maildir = os.path.join(state, "mailboxes", "carol", "Maildir", "new")
+        assert len(os.listdir(maildir)) == 1
+        assert not os.path.exists(os.path.join(state, "mailboxes", "bob"))
+    finally:
+        from conftest import stop_all
+        stop_all([relay.stop, bridge.stop, dove.stop])

@@ -507,24 +507,6 @@ def test_helo_client_may_not_pipeline(edge, connect, redis_server):
     assert c.buf == b""
 
 
-def test_talking_before_the_greeting(edge_factory, connect):
-    m = edge_factory({"edge.greet_pause": "500ms"})
-    c = connect(m.port, read_greeting=False)
-    c.send("EHLO x\r\n")
-    expect(c.reply(), 554, "5.5.0")
-    assert c.closed()
-    assert c.buf == b""     # never greeted
-
-
-def test_patient_client_is_greeted_after_the_pause(edge_factory, connect):
-    m = edge_factory({"edge.greet_pause": "500ms"})
-    t0 = time.monotonic()
-    c = connect(m.port)
-    assert time.monotonic() - t0 >= 0.45
-    assert c.greeting == (220, ["mx.test ESMTP mxgate"])
-    ehlo(c)
-
-
 # ---- the Received header ---------------------------------------------------------------------
 
 DATE = r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d \+0000"

@@ -10,7 +10,8 @@ import pytest
 
 import mxtest
 from mxtest import send_message
-from test_relay import Dnsmasq, Sink
+from mxtest import Dnsmasq
+from test_relay import Sink
 
 PERMANENT = "remote-delivery/permanent"
 

@@ -14,25 +14,7 @@ import time
 import pytest
 
 import mxtest
-from mxtest import message, queued_ids, send_message
-
-
-class Dnsmasq:
-    """dnsmasq on a free loopback port, serving the test domains."""
-
-    def __init__(self, dir, records):
-        self.port = mxtest.free_port()
-        self.log = os.path.join(str(dir), "dnsmasq.log")
-        args = ["dnsmasq", "-k", "-p", str(self.port), "--no-resolv", "--no-hosts", "-C", "/dev/null",
-                "--listen-address=127.0.0.1", "--bind-interfaces", "--local=/test/",
-                f"--log-facility={self.log}", f"--pid-file={dir}/dnsmasq.pid"] + records
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        mxtest.wait_for(lambda: os.path.exists(f"{dir}/dnsmasq.pid"), what="dnsmasq")
-        time.sleep(0.1)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+from mxtest import Dnsmasq, message, queued_ids, send_message
 
 
 class Sink:

@@ -17,7 +17,8 @@ import pytest
 
 import mxtest
 from mxtest import queued_ids, send_message
-from test_relay import Dnsmasq, Sink, relay_overrides
+from mxtest import Dnsmasq
+from test_relay import Sink, relay_overrides
 
 MASTER_CF = """{listen} inet n - n - - smtpd
 pickup unix n - n 60 1 pickup

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "mem.h"
 #include "bridge.h"
+#include "milter_role.h"
 #include "ops.h"
 #include "relay.h"
 
@@ -32,6 +33,8 @@ static void usage(FILE *out)
           "  edge                  the SMTP front only (needs redis.url)\n"
           "  relay                 the scheduler and outbound delivery only (needs redis.url)\n"
           "  bridge                delivery of local mail into the mailbox tier (needs redis.url)\n"
+          "  milter                the checks (DNSBL, SPF, DKIM, Authentication-Results) as a milter\n"
+          "                        for an existing Postfix, on milter.listen\n"
           "  config check [FILE]   check a configuration file; every error with file and line\n"
           "  config show           print every setting's value after the file and -o overrides\n"
           "  config reference      print the settings reference (docs/configuration.md)\n"
@@ -181,7 +184,7 @@ int main(int argc, char **argv)
         /* operator commands: they load the configuration themselves, after their arguments */
         rc = cmd[0] == 'q' ? ops_queue(&a, argc - i, argv + i) : ops_repo(&a, argc - i, argv + i);
     } else if (strcmp(cmd, "edge") == 0 || strcmp(cmd, "relay") == 0 || strcmp(cmd, "bridge") == 0
-               || strcmp(cmd, "run") == 0) {
+               || strcmp(cmd, "milter") == 0 || strcmp(cmd, "run") == 0) {
         if (i < argc) {
             rc = bad_usage("unexpected argument '%s'", argv[i]);
         } else {
@@ -191,7 +194,8 @@ int main(int argc, char **argv)
             } else {
                 rc = strcmp(cmd, "edge") == 0 ? edge_main()
                      : strcmp(cmd, "relay") == 0 ? relay_main()
-                     : strcmp(cmd, "bridge") == 0 ? bridge_main() : ops_run(&a);
+                     : strcmp(cmd, "bridge") == 0 ? bridge_main()
+                     : strcmp(cmd, "milter") == 0 ? milter_main() : ops_run(&a);
                 conf_free();
             }
         }

@@ -46,7 +46,8 @@ static void splice(struct edge_tx *tx, size_t at, size_t n, const struct buf *te
     if (text->len > n)
         buf_reserve(c, text->len - n);
     memmove(c->data + at + text->len, c->data + at + n, c->len - at - n);
-    memcpy(c->data + at, text->data, text->len);
+    if (text->len > 0)
+        memcpy(c->data + at, text->data, text->len);
     c->len = c->len - n + text->len;
     c->data[c->len] = '\0';
 }

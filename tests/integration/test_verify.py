@@ -72,6 +72,8 @@ def test_answers_are_cached_in_redis_for_every_edge(edge_factory, dove, redis_se
     expect(rcpt(first.port, "bob@local.test"), 250, "2.1.5")
     expect(rcpt(first.port, "nobody@local.test"), 550, "5.1.1")
     r = redis_server.client
+    # The answer is written without waiting for Redis's acknowledgement.
+    mxtest.wait_for(lambda: r.get("mxg:verify:nobody@local.test") == b"0", what="answers cached")
     assert r.get("mxg:verify:bob@local.test") == b"1"
     assert 3590 <= r.ttl("mxg:verify:bob@local.test") <= 3600
     assert r.get("mxg:verify:nobody@local.test") == b"0"
@@ -98,6 +100,7 @@ def test_file_source_is_asked_first_and_never_cached(edge_factory, dove, redis_s
     expect(rcpt(edge.port, "bob@local.test"), 250, "2.1.5")        # Dovecot knows it
     expect(rcpt(edge.port, "nobody@local.test"), 550, "5.1.1")     # nobody does
     r = redis_server.client
+    mxtest.wait_for(lambda: r.get("mxg:verify:nobody@local.test") == b"0", what="answers cached")
     assert r.get("mxg:verify:alias@local.test") is None
     assert r.get("mxg:verify:bob@local.test") == b"1"
 

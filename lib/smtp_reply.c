@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+
 void smtp_reply_reset(struct smtp_reply *r)
 {
     r->code = 0;
@@ -113,5 +115,36 @@ void smtp_reply_status(const struct smtp_reply *r, char out_status[16], struct b
         if (nl == NULL)
             break;
         p = nl + 1;
+    }
+}
+
+enum smtp_reply_read smtp_reply_read(struct evbuffer *in, struct smtp_reply *r, char line[SMTP_REPLY_LINE_MAX],
+                                     size_t *len, struct buf *why)
+{
+    size_t avail = evbuffer_get_length(in);
+    struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+    *len = 0;
+    if (eol.pos < 0 && avail < SMTP_REPLY_LINE_MAX)
+        return SMTP_READ_WAIT;     /* the rest of the line is on its way */
+    if (eol.pos < 0 || (size_t)eol.pos + 1 > SMTP_REPLY_LINE_MAX) {
+        ev_ssize_t got = evbuffer_copyout(in, line, 100);
+        *len = got > 0 ? (size_t)got : 0;
+        buf_printf(why, "reply line longer than %d bytes", SMTP_REPLY_LINE_MAX);
+        return SMTP_READ_BAD;
+    }
+    size_t n = (size_t)eol.pos + 1;
+    evbuffer_remove(in, line, n);
+    *len = n;
+    if (n < 2 || line[n - 2] != '\r') {
+        buf_puts(why, "reply line not ended by CRLF");
+        return SMTP_READ_BAD;
+    }
+    switch (smtp_reply_feed(r, line, n - 2, why)) {
+    case SMTP_REPLY_MORE:
+        return SMTP_READ_MORE;
+    case SMTP_REPLY_DONE:
+        return SMTP_READ_DONE;
+    default:
+        return SMTP_READ_BAD;
     }
 }

@@ -15,6 +15,8 @@
 
 #include "buf.h"
 
+struct evbuffer;
+
 /* Longest reply line, CRLF included (RFC 5321 §4.5.3.1.5), lines per reply and bytes per reply. */
 #define SMTP_REPLY_LINE_MAX 512
 #define SMTP_REPLY_LINES_MAX 100
@@ -47,5 +49,17 @@ enum smtp_reply_feed smtp_reply_feed(struct smtp_reply *r, const char *line, siz
  * "5.0.0" when absent), text the lines joined with spaces, each line's status code removed.
  */
 void smtp_reply_status(const struct smtp_reply *r, char out_status[16], struct buf *text);
+
+/* What smtp_reply_read() found. */
+enum smtp_reply_read { SMTP_READ_WAIT, SMTP_READ_MORE, SMTP_READ_DONE, SMTP_READ_BAD };
+
+/*
+ * Takes the next reply line out of in and feeds it to r: WAIT when no whole line is there yet
+ * (nothing taken), MORE when the reply goes on, DONE when it is complete, BAD when the line is
+ * over SMTP_REPLY_LINE_MAX, not ended by CRLF or malformed: the reason goes to why and the
+ * offending input (at most 100 bytes of an over-long line) to line, *len bytes.
+ */
+enum smtp_reply_read smtp_reply_read(struct evbuffer *in, struct smtp_reply *r, char line[SMTP_REPLY_LINE_MAX],
+                                     size_t *len, struct buf *why);
 
 #endif

@@ -521,22 +521,14 @@ static void read_lines(struct lmtp_conn *c)
         }
         c->heard = true;
         char line[SMTP_REPLY_LINE_MAX];
-        struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
-        if (eol.pos < 0 && avail < SMTP_REPLY_LINE_MAX)
-            return;     /* the rest of the line is on its way */
-        if (eol.pos < 0 || (size_t)eol.pos + 1 > SMTP_REPLY_LINE_MAX) {
-            conn_fail(c, false, "reply line longer than %d bytes", SMTP_REPLY_LINE_MAX);
+        size_t n;
+        struct buf why = BUF_INIT;
+        enum smtp_reply_read r = smtp_reply_read(in, &c->reply, line, &n, &why);
+        if (r == SMTP_READ_WAIT) {
+            buf_release(&why);
             return;
         }
-        size_t n = (size_t)eol.pos + 1;
-        evbuffer_remove(in, line, n);
-        struct buf why = BUF_INIT;
-        enum smtp_reply_feed r = SMTP_REPLY_BAD;
-        if (n < 2 || line[n - 2] != '\r')
-            buf_puts(&why, "reply line not ended by CRLF");
-        else
-            r = smtp_reply_feed(&c->reply, line, n - 2, &why);
-        if (r == SMTP_REPLY_BAD) {
+        if (r == SMTP_READ_BAD) {
             struct buf sample = BUF_INIT;
             buf_append_sanitized(&sample, line, n, 100);
             conn_fail(c, false, "malformed reply (%s): %s", buf_cstr(&why), buf_cstr(&sample));
@@ -545,7 +537,7 @@ static void read_lines(struct lmtp_conn *c)
             return;
         }
         buf_release(&why);
-        if (r == SMTP_REPLY_DONE) {
+        if (r == SMTP_READ_DONE) {
             on_reply(c);
             if (!c->dead)
                 smtp_reply_reset(&c->reply);

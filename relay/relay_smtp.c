@@ -516,28 +516,15 @@ static void read_cb(struct bufferevent *bev, void *arg)
             relay_smtp_protocol_error(c, current_phase(c), "reply that was not asked for", line, n);
             return;
         }
-        struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
-        if (eol.pos < 0 && avail < SMTP_REPLY_LINE_MAX)
-            return;     /* the rest of the line is on its way */
-        if (eol.pos < 0 || (size_t)eol.pos + 1 > SMTP_REPLY_LINE_MAX) {
-            evbuffer_copyout(in, line, 100);
-            relay_smtp_protocol_error(c, current_phase(c), "reply line longer than 512 bytes", line, 100);
-            return;
-        }
-        size_t n = (size_t)eol.pos + 1;
-        evbuffer_remove(in, line, n);
+        size_t n;
         struct buf why = BUF_INIT;
-        enum smtp_reply_feed r = SMTP_REPLY_BAD;
-        if (n < 2 || line[n - 2] != '\r')
-            buf_puts(&why, "reply line not ended by CRLF");
-        else
-            r = smtp_reply_feed(&c->reply, line, n - 2, &why);
-        if (r == SMTP_REPLY_BAD)
+        enum smtp_reply_read r = smtp_reply_read(in, &c->reply, line, &n, &why);
+        if (r == SMTP_READ_BAD)
             relay_smtp_protocol_error(c, current_phase(c), buf_cstr(&why), line, n);
-        else if (r == SMTP_REPLY_DONE)
+        else if (r == SMTP_READ_DONE)
             on_reply(c);
         buf_release(&why);
-        if (r == SMTP_REPLY_BAD)
+        if (r == SMTP_READ_BAD || r == SMTP_READ_WAIT)
             return;
     }
 }

@@ -1,6 +1,7 @@
 """The mailbox bridge over LMTP into a real Dovecot, read back over IMAP."""
 import email
 import os
+import subprocess
 
 import pytest
 
@@ -43,6 +44,24 @@ def test_mail_arrives_in_the_inbox_byte_identical(tier, redis_server):
         assert imap_content(raw) == stored        # byte-identical, bar the headers the tier adds
     mxtest.wait_for(lambda: queued_ids(redis_server.client) == [], what="message removed")
     assert len(bridge.events("delivered")) == 2
+
+
+def test_swaks_message_reads_back_over_imap(tier, tmp_path):
+    """The issue's own recipe: swaks to mxgate, IMAP from Dovecot, the same bytes bar headers."""
+    dove, edge, relay, bridge = tier
+    content = (b"Subject: by swaks\r\nFrom: <alice@src.test>\r\nMessage-Id: <sw1@src.test>\r\n\r\n"
+               b"first\r\n.leading dot\r\n\xc3\xa9\r\n")
+    data = tmp_path / "msg.eml"
+    data.write_bytes(content)
+    out = subprocess.run(["swaks", "--server", f"127.0.0.1:{edge.port}", "--from", "alice@src.test",
+                          "--to", "bob@local.test", "--helo", "client.test", "--data", str(data)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "250 2.0.0 Ok: queued as " in out.stdout, out.stdout + out.stderr
+    mxtest.wait_for(lambda: dove.inbox("bob"), what="bob's inbox")
+    [raw] = dove.inbox("bob")
+    _, rest = split_received(imap_content(raw))
+    # swaks ends the data with one more CRLF before the dot.
+    assert rest == content + b"\r\n"
 
 
 def test_unknown_user_is_refused_and_bounced(tier, redis_server):

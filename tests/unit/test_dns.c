@@ -2,17 +2,14 @@
  * test_dns.c - dns.c against a real dnsmasq (answer parsing on crafted packets: test_dns_answer.c).
  *
  * The group setup starts dnsmasq on a free loopback port (UDP and TCP) with the records below,
- * a fake upstream that answers SERVFAIL to everything (dnsmasq forwards fail.test to it), and a
- * bound UDP socket that never answers (the timeout server). Every lookup result is rendered to
- * text in its callback and compared with the table. Each callback checks that it is not running
- * inside the call that started its lookup, and each lookup is checked to answer exactly once.
- * dnsmasq runs through support/dnsmasq.c.
+ * a fake upstream that answers SERVFAIL to everything but "half." A queries (dnsmasq forwards
+ * fail.test to it), and a bound UDP socket that never answers (the timeout server). Every lookup
+ * result is rendered to text in its callback and compared with the table. Each callback checks
+ * that it is not running inside the call that started its lookup, and each lookup is checked to
+ * answer exactly once. dnsmasq runs through support/dnsmasq.c, the other two through
+ * support/fake_dns.c.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,11 +18,7 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/un.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -33,90 +26,30 @@
 #include <event2/event.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "conf.h"
 #include "dns.h"
 #include "netaddr.h"
 #include "support/dnsmasq.h"
+#include "support/fake_dns.h"
+#include "support/peer.h"
 
 static int dns_port;            /* dnsmasq */
-static int fail_fd = -1;        /* the SERVFAIL upstream */
-static int fail_port;
-static int fail_queries;        /* queries the SERVFAIL upstream answered */
-static struct event *fail_ev;
-static int silent_fd = -1;      /* never answers */
-static int silent_port;
+static struct fake_dns_pair up = FAKE_DNS_PAIR_INIT;   /* SERVFAIL (with "half." answers), silent */
 static struct event_base *base;
 static bool starting;           /* inside a dns_*() call that starts a lookup */
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* ---- peers ----------------------------------------------------------------------------------- */
-
-/* A UDP socket bound to 127.0.0.1 on a port the kernel picks. */
-static int udp_bound(int *port)
-{
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sin = { .sin_family = AF_INET };
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    socklen_t len = sizeof sin;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    *port = ntohs(sin.sin_port);
-    return fd;
-}
-
-/*
- * The fake upstream: A queries for names starting with "half." get 192.0.2.77, AAAA queries for
- * them get nothing at all, and every other query gets SERVFAIL.
- */
-static void fail_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)what;
-    (void)arg;
-    unsigned char pkt[1500];
-    struct sockaddr_storage from;
-    socklen_t flen = sizeof from;
-    ssize_t n = recvfrom(fd, pkt, sizeof pkt, 0, (struct sockaddr *)&from, &flen);
-    if (n < 17 || n > 1400)
-        return;
-    bool half = memcmp(pkt + 12, "\4half", 5) == 0;
-    int qtype = (pkt[n - 4] << 8) | pkt[n - 3];
-    pkt[2] = (unsigned char)(0x80 | (pkt[2] & 0x79));   /* QR, opcode and RD kept */
-    if (half && qtype == 28)
-        return;
-    if (half && qtype == 1) {
-        static const unsigned char rr[] = {
-            0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 192, 0, 2, 77,
-        };
-        pkt[3] = 0x80;                                   /* RA, NOERROR */
-        pkt[7] = 1;                                      /* one answer */
-        memcpy(pkt + n, rr, sizeof rr);
-        n += (ssize_t)sizeof rr;
-    } else {
-        pkt[3] = 0x80 | 2;                               /* RA, SERVFAIL */
-        fail_queries++;
-    }
-    sendto(fd, pkt, (size_t)n, 0, (struct sockaddr *)&from, flen);
-}
 
 static char long_a[251], long_b[251], long_c[251];
 
 static void dnsmasq_start(void)
 {
-    char local_ttl[] = "--local-ttl=60", fail_srv[64], txt_long[820];
+    char local_ttl[] = "--local-ttl=60", txt_long[820];
     memset(long_a, 'a', 250);
     memset(long_b, 'b', 250);
     memset(long_c, 'c', 250);
     snprintf(txt_long, sizeof txt_long, "--txt-record=long.test,%s,%s,%s", long_a, long_b, long_c);
-    snprintf(fail_srv, sizeof fail_srv, "--server=/fail.test/127.0.0.1#%d", fail_port);
     const char *const args[] = {
-        "--local=/2.0.192.in-addr.arpa/", "--local=/8.b.d.0.1.0.0.2.ip6.arpa/", local_ttl, fail_srv,
+        "--local=/2.0.192.in-addr.arpa/", "--local=/8.b.d.0.1.0.0.2.ip6.arpa/", local_ttl, up.servfail_arg,
         "--mx-host=multi.test,mx10a.multi.test,10",
         "--mx-host=multi.test,mx10b.multi.test,10",
         "--mx-host=multi.test,mx10c.multi.test,10",
@@ -148,10 +81,7 @@ static int group_setup(void **state)
 {
     (void)state;
     base = event_base_new();
-    fail_fd = udp_bound(&fail_port);
-    silent_fd = udp_bound(&silent_port);
-    fail_ev = event_new(base, fail_fd, EV_READ | EV_PERSIST, fail_cb, NULL);
-    event_add(fail_ev, NULL);
+    fake_dns_pair_start(&up, base, true, "fail.test", NULL);
     dnsmasq_start();
     return 0;
 }
@@ -160,9 +90,7 @@ static int group_teardown(void **state)
 {
     (void)state;
     tdm_stop();
-    event_free(fail_ev);
-    close(fail_fd);
-    close(silent_fd);
+    fake_dns_pair_stop(&up);
     event_base_free(base);
     return 0;
 }
@@ -251,7 +179,7 @@ static void got_cb(struct dns_result *r, void *arg)
     g->nxdomain = r->nxdomain;
     g->implicit = r->implicit;
     g->ttl = r->ttl;
-    g->at = mono_ms();
+    g->at = clock_mono_ms();
     snprintf(g->error, sizeof g->error, "%s", r->error != NULL ? r->error : "");
     if (r->status == DNS_OK)
         render(r, g);
@@ -303,25 +231,13 @@ static struct dns_query *start(struct dns *dns, enum kind kind, const char *name
 /* Runs the loop until every g[0..n) was called, or the time is up. */
 static void run_until(struct got *g, size_t n, long long ms)
 {
-    long long end = mono_ms() + ms;
-    for (;;) {
-        size_t done = 0;
-        for (size_t i = 0; i < n; i++)
-            done += g[i].calls > 0;
-        if (done == n || mono_ms() >= end)
-            return;
-        struct timeval tv = { 0, 10000 };
-        event_base_loopexit(base, &tv);
-        event_base_loop(base, EVLOOP_ONCE);
-    }
+    tp_run_all(base, g, n, sizeof *g, offsetof(struct got, calls), ms);
 }
 
 /* Runs the loop for ms whatever happens. */
 static void run_for(long long ms)
 {
-    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-    event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
+    tp_run_for(base, ms);
 }
 
 static void got_release(struct got *g)
@@ -444,7 +360,7 @@ static void test_lookups(void **state)
     struct dns *dns = dnsmasq_dns();
     struct got got[NCASES];
     memset(got, 0, sizeof got);
-    int before = fail_queries;
+    int before = up.servfail.servfails;
     for (size_t i = 0; i < NCASES; i++)
         start(dns, lookup_cases[i].kind, lookup_cases[i].name, lookup_cases[i].arg, &got[i]);
     run_until(got, NCASES, 5000);
@@ -465,7 +381,7 @@ static void test_lookups(void **state)
                      text, c->status, c->nxdomain, c->implicit, c->text);
         got_release(g);
     }
-    assert_true(fail_queries > before);     /* SERVFAIL came from the upstream, through dnsmasq */
+    assert_true(up.servfail.servfails > before);     /* SERVFAIL came from the upstream, through dnsmasq */
     dns_free(dns);
 }
 
@@ -538,10 +454,10 @@ static void test_timeout(void **state)
         { 2, 580, 800 },    /* c-ares alone would wait 300 + 600 ms */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct dns *dns = local_dns(silent_port, 300, cases[i].tries);
+        struct dns *dns = local_dns(up.silent.port, 300, cases[i].tries);
         struct got g[2];
         memset(g, 0, sizeof g);
-        long long t0 = mono_ms();
+        long long t0 = clock_mono_ms();
         start(dns, K_MX, "multi.test", 0, &g[0]);
         start(dns, K_ADDR, "both.test", AF_UNSPEC, &g[1]);
         run_until(g, 2, 3000);
@@ -562,10 +478,10 @@ static void test_addr_half_timeout(void **state)
 {
     (void)state;
     for (int tries = 1; tries <= 2; tries++) {
-        struct dns *dns = local_dns(fail_port, 300, tries);
+        struct dns *dns = local_dns(up.servfail.port, 300, tries);
         struct got g[2];
         memset(g, 0, sizeof g);
-        long long t0 = mono_ms();
+        long long t0 = clock_mono_ms();
         g[0].kind = K_ADDR;
         dns_addr(dns, "half.example", 587, AF_UNSPEC, got_cb, &g[0]);
         start(dns, K_ADDR, "half.example", AF_INET6, &g[1]);
@@ -596,7 +512,7 @@ static void cancel_victim_cb(struct dns_result *r, void *arg)
 static void test_cancel(void **state)
 {
     (void)state;
-    struct dns *silent = local_dns(silent_port, 100, 1);
+    struct dns *silent = local_dns(up.silent.port, 100, 1);
     struct dns *dns = dnsmasq_dns();
     struct got g[6];
     memset(g, 0, sizeof g);
@@ -639,7 +555,7 @@ static void cancelled_cb(struct dns_result *r, void *arg)
 static void test_free_cancels(void **state)
 {
     (void)state;
-    struct dns *dns = local_dns(silent_port, 5000, 1);
+    struct dns *dns = local_dns(up.silent.port, 5000, 1);
     static const struct sockaddr_in sin = { .sin_family = AF_INET };
     dns_mx(dns, "multi.test", cancelled_cb, NULL);
     dns_addr(dns, "both.test", 25, AF_UNSPEC, cancelled_cb, NULL);
@@ -675,15 +591,19 @@ static void self_free_cb(struct dns_result *r, void *arg)
     dns_free(d);
 }
 
+static bool self_freed(void *arg)
+{
+    (void)arg;
+    return self_dns == NULL;
+}
+
 static void test_free_in_callback(void **state)
 {
     (void)state;
     self_dns = dnsmasq_dns();
     dns_mx(self_dns, "multi.test", self_free_cb, NULL);
     dns_txt(self_dns, "x.fail.test", self_free_cb, NULL);
-    long long end = mono_ms() + 3000;
-    while (self_dns != NULL && mono_ms() < end)
-        run_for(10);
+    tp_run_until(base, self_freed, NULL, 3000);
     assert_null(self_dns);
     assert_int_equal(self_calls, 2);
     assert_int_equal(self_cancelled, 1);
@@ -703,14 +623,18 @@ static void keep_cb(struct dns_result *r, void *arg)
     r->mx = NULL;
 }
 
+static bool kept_called(void *arg)
+{
+    (void)arg;
+    return kept_status != DNS_CANCELLED;
+}
+
 static void test_keep_result(void **state)
 {
     (void)state;
     struct dns *dns = dnsmasq_dns();
     dns_mx(dns, "dup.test", keep_cb, NULL);
-    long long end = mono_ms() + 3000;
-    while (kept_status == DNS_CANCELLED && mono_ms() < end)
-        run_for(10);
+    tp_run_until(base, kept_called, NULL, 3000);
     dns_free(dns);
     assert_int_equal(kept_status, DNS_OK);
     assert_int_equal(kept_n, 2);

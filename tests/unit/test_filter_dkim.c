@@ -5,7 +5,7 @@
  * The group setup makes keys with the openssl tool in a temp dir (RSA 2048 as PKCS#8 and as
  * PKCS#1, RSA 512, Ed25519), publishes the public keys as TXT records (split into strings of 250
  * bytes) through dnsmasq, and points a lib/dns.h resolver at it. broken.test is forwarded to an
- * upstream that answers SERVFAIL, slow.test to one that never answers. Our signer signs;
+ * upstream that answers SERVFAIL, slow.test to one that never answers (support/fake_dns.c). Our signer signs;
  * python3-dkim (/usr/bin/python3, the same records given through its dnsfunc) checks each verdict
  * of ours on our signatures and signs messages ours must verify.
  */
@@ -16,136 +16,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <dkim.h>
 #include <event2/event.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "conf.h"
 #include "dns.h"
 #include "filter_dkim.h"
+#include "support/dkim_keys.h"
 #include "support/dnsmasq.h"
+#include "support/fake_dns.h"
+#include "support/peer.h"
 
 static char dir[64];
 static struct event_base *base;
 static struct dns *dns;
 static struct dkim_filter *filter;
 static struct dkim_signer *signer;
-static int fail_fd = -1, silent_fd = -1;
-static struct event *fail_ev;
+static struct fake_dns_pair up = FAKE_DNS_PAIR_INIT;   /* broken.test's SERVFAIL, slow.test's silent */
 static struct buf recs;             /* "name record" lines for python's dnsfunc */
 static char *ed_seed;               /* base64 Ed25519 private seed (python's key format) */
 static bool starting;               /* inside dkim_verify_finish() */
 
-static const char msg[] =
-    "From: Alice <alice@rsa.test>\r\n"
-    "To: bob@example.org\r\n"
-    "Subject: Hello there\r\n"
-    "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
-    "Message-ID: <1@rsa.test>\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: text/plain\r\n"
-    "X-Folded: first\r\n"
-    " second part\r\n"
-    "\r\n"
-    "Hello,\r\n"
-    " this is  the body.\r\n"
-    "\r\n"
-    "\r\n";
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static const char msg[] = TDK_MSG "\r\n\r\n";     /* and two empty lines at the body's end */
 
 /* ---- peers, keys, records -------------------------------------------------------------------- */
-
-static int udp_bound(int *port)
-{
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = { .sin_family = AF_INET };
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sin;
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    *port = ntohs(sin.sin_port);
-    return fd;
-}
-
-/* The upstream of broken.test: SERVFAIL to every query. */
-static void fail_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)what;
-    (void)arg;
-    unsigned char pkt[1500];
-    struct sockaddr_storage from;
-    socklen_t flen = sizeof from;
-    ssize_t n = recvfrom(fd, pkt, sizeof pkt, 0, (struct sockaddr *)&from, &flen);
-    if (n < 12)
-        return;
-    pkt[2] = (unsigned char)(0x80 | (pkt[2] & 0x79));
-    pkt[3] = 0x80 | 2;
-    sendto(fd, pkt, (size_t)n, 0, (struct sockaddr *)&from, flen);
-}
-
-static void sh(const char *fmt, ...)
-{
-    char cmd[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (system(cmd) != 0)
-        fail_msg("command failed: %s", cmd);
-}
-
-static char *b64(const unsigned char *p, size_t n)
-{
-    char *out = malloc(4 * ((n + 2) / 3) + 1);
-    EVP_EncodeBlock((unsigned char *)out, p, (int)n);
-    return out;
-}
-
-/* The p= value of a key file: SubjectPublicKeyInfo for RSA, the raw 32 bytes for Ed25519. */
-static char *public_b64(const char *name)
-{
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-    fclose(f);
-    assert_non_null(k);
-    char *out;
-    if (EVP_PKEY_get_base_id(k) == EVP_PKEY_ED25519) {
-        unsigned char raw[32];
-        size_t n = sizeof raw;
-        assert_int_equal(EVP_PKEY_get_raw_public_key(k, raw, &n), 1);
-        out = b64(raw, n);
-        n = sizeof raw;
-        assert_int_equal(EVP_PKEY_get_raw_private_key(k, raw, &n), 1);
-        free(ed_seed);
-        ed_seed = b64(raw, n);
-    } else {
-        unsigned char *der = NULL;
-        int n = i2d_PUBKEY(k, &der);
-        out = b64(der, (size_t)n);
-        OPENSSL_free(der);
-    }
-    EVP_PKEY_free(k);
-    return out;
-}
 
 static char *args[32];
 static size_t nargs;
@@ -163,81 +62,26 @@ static void txt(const char *name, const char *record)
 
 static void write_file(const char *name, const char *data, size_t len)
 {
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, len, f), len);
-    fclose(f);
-}
-
-/* python3-dkim: "verify RECORDS MSG" prints pass/fail/error per signature; "sign MSG ALG SEL DOM
- * KEYFILE" prints the message signed relaxed/relaxed. */
-static const char py_script[] =
-    "import sys, dkim\n"
-    "msg = open(sys.argv[2], 'rb').read()\n"
-    "if sys.argv[1] == 'sign':\n"
-    "    alg, sel, dom, keyfile = sys.argv[3:7]\n"
-    "    sys.stdout.buffer.write(dkim.sign(msg, sel.encode(), dom.encode(), open(keyfile, 'rb')"
-    ".read(), canonicalize=(b'relaxed', b'relaxed'), signature_algorithm=alg.encode(), "
-    "include_headers=[b'from', b'to', b'subject', b'date']) + msg)\n"
-    "    sys.exit(0)\n"
-    "recs = {}\n"
-    "for line in open(sys.argv[3], 'rb'):\n"
-    "    name, _, val = line.rstrip(b'\\n').partition(b' ')\n"
-    "    recs.setdefault(name.decode(), val)\n"
-    "dnsfunc = lambda name, timeout=5: recs.get(name.decode().rstrip('.'))\n"
-    "head = msg.split(b'\\r\\n\\r\\n', 1)[0].split(b'\\r\\n')\n"
-    "out = []\n"
-    "for i in range(sum(1 for l in head if l.lower().startswith(b'dkim-signature:'))):\n"
-    "    try:\n"
-    "        out.append('pass' if dkim.DKIM(msg).verify(idx=i, dnsfunc=dnsfunc) else 'fail')\n"
-    "    except Exception as e:\n"
-    "        out.append('fail' if 'body hash mismatch' in str(e) else 'error')\n"
-    "print(' '.join(out))\n";
-
-/* Runs a command and returns its standard output (trailing newline dropped). */
-static char *run(const char *fmt, ...)
-{
-    char cmd[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    struct buf out = BUF_INIT;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, p)) > 0)
-        buf_append(&out, chunk, n);
-    if (pclose(p) != 0)
-        fail_msg("command failed: %s", cmd);
-    while (out.len > 0 && out.data[out.len - 1] == '\n')
-        out.data[--out.len] = '\0';
-    return buf_steal(&out);
+    tp_write_file(dir, name, data, len);
 }
 
 /* python3-dkim's verdict per signature, in header order: "pass", "fail" or "error". */
 static char *python_verify(const char *m, size_t len)
 {
-    write_file("msg.eml", m, len);
     write_file("recs.txt", recs.data, recs.len);
-    return run("/usr/bin/python3 %s/dkimtool.py verify %s/msg.eml %s/recs.txt", dir, dir, dir);
+    return tdk_python_verify(dir, "msg.eml", m, len);
 }
 
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/mxg-dkim-XXXXXX");
-    assert_non_null(mkdtemp(dir));
-    sh("cd %s && (openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.pem "
-       "&& openssl genrsa -traditional -out rsa2.pem 2048 && openssl genrsa -out rsa512.pem 512 "
-       "&& openssl genpkey -algorithm ed25519 -out ed.pem) 2>/dev/null", dir);
-    write_file("dkimtool.py", py_script, sizeof py_script - 1);
+    tdk_keys(dir, "mxg-dkim");
 
-    char *rsa = public_b64("rsa.pem"), *rsa2 = public_b64("rsa2.pem"), *ed = public_b64("ed.pem");
-    char *rsa512 = public_b64("rsa512.pem");
+    bool is_ed;
+    char *rsa = tdk_public_b64(dir, "rsa.pem", &is_ed, NULL);
+    char *rsa2 = tdk_public_b64(dir, "rsa2.pem", &is_ed, NULL);
+    char *ed = tdk_public_b64(dir, "ed.pem", &is_ed, &ed_seed);
+    char *rsa512 = tdk_public_b64(dir, "rsa512.pem", &is_ed, NULL);
     write_file("ed.seed", ed_seed, strlen(ed_seed));
     struct buf r = BUF_INIT;
 #define REC(name, k, p) (buf_reset(&r), buf_printf(&r, "v=DKIM1; k=%s; p=%s", k, p), \
@@ -262,16 +106,9 @@ static int group_setup(void **state)
     free(rsa512);
 
     base = event_base_new();
-    int fail_port, silent_port;
-    fail_fd = udp_bound(&fail_port);
-    silent_fd = udp_bound(&silent_port);
-    fail_ev = event_new(base, fail_fd, EV_READ | EV_PERSIST, fail_cb, NULL);
-    event_add(fail_ev, NULL);
-    char a1[64], a2[64];
-    snprintf(a1, sizeof a1, "--server=/broken.test/127.0.0.1#%d", fail_port);
-    snprintf(a2, sizeof a2, "--server=/slow.test/127.0.0.1#%d", silent_port);
-    args[nargs++] = strdup(a1);
-    args[nargs++] = strdup(a2);
+    fake_dns_pair_start(&up, base, false, "broken.test", "slow.test");
+    args[nargs++] = strdup(up.servfail_arg);
+    args[nargs++] = strdup(up.silent_arg);
     args[nargs] = NULL;
     int port = tdm_start((const char *const *)args);
 
@@ -282,24 +119,13 @@ static int group_setup(void **state)
     struct buf err = BUF_INIT;
     dns = dns_new(base, &servers, 500, 1, &err);
     filter = dns != NULL ? dkim_filter_new(base, dns, &err) : NULL;
-    char *kv[16];
-    size_t nk = 0;
     static const char *const specs[] = {
         "rsa.test:s1:rsa.pem", "ed.test:s2:ed.pem", "dual.test:s1:rsa.pem", "dual.test:s2:ed.pem",
         "wrong.test:s1:rsa.pem", "pkcs1.test:s1:rsa2.pem", "nokey.test:s1:rsa.pem",
         "revoked.test:s1:rsa.pem", "broken.test:s1:rsa.pem", "slow.test:s1:rsa.pem",
         "multi.test:s3:rsa.pem",
     };
-    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
-        struct buf s = BUF_INIT;
-        const char *c = strrchr(specs[i], ':');
-        buf_printf(&s, "%.*s%s/%s", (int)(c + 1 - specs[i]), specs[i], dir, c + 1);
-        kv[nk++] = buf_steal(&s);
-    }
-    struct strlist keys = { kv, nk };
-    signer = filter != NULL ? dkim_signer_new(&keys, "", &err) : NULL;
-    for (size_t i = 0; i < nk; i++)
-        free(kv[i]);
+    signer = filter != NULL ? tdk_signer(dir, specs, sizeof specs / sizeof specs[0], "", &err) : NULL;
     if (signer == NULL)
         fail_msg("setup: %s", buf_cstr(&err));
     buf_release(&err);
@@ -313,15 +139,13 @@ static int group_teardown(void **state)
     dkim_filter_free(filter);
     dns_free(dns);
     tdm_stop();
-    event_free(fail_ev);
-    close(fail_fd);
-    close(silent_fd);
+    fake_dns_pair_stop(&up);
     event_base_free(base);
     for (size_t i = 0; i < nargs; i++)
         free(args[i]);
     buf_release(&recs);
     free(ed_seed);
-    sh("rm -rf %s", dir);
+    tp_rmtree(dir);
     return 0;
 }
 
@@ -364,19 +188,12 @@ static void got_release(struct got *g)
 
 static void run_for(long long ms)
 {
-    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-    event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
+    tp_run_for(base, ms);
 }
 
 static void run_until_called(struct got *g, long long ms)
 {
-    long long end = mono_ms() + ms;
-    while (g->calls == 0 && mono_ms() < end) {
-        struct timeval tv = { 0, 10000 };
-        event_base_loopexit(base, &tv);
-        event_base_loop(base, EVLOOP_ONCE);
-    }
+    tp_run_count(base, &g->calls, 1, ms);
 }
 
 static void finish(struct dkim_verify *v, struct got *g)
@@ -594,7 +411,7 @@ static void test_python_signed(void **state)
     write_file("plain.eml", msg, sizeof msg - 1);
     for (size_t i = 0; i < sizeof py_cases / sizeof py_cases[0]; i++) {
         const struct py_case *c = &py_cases[i];
-        char *m = run("/usr/bin/python3 %s/dkimtool.py sign %s/plain.eml %s %s py.test %s/%s", dir,
+        char *m = tp_sh_output("/usr/bin/python3 %s/dkimtool.py sign %s/plain.eml %s %s py.test %s/%s", dir,
                       dir, c->alg, c->selector, dir, c->key);
         struct got g = { 0 };
         verify(m, strlen(m), 0, &g);
@@ -680,10 +497,10 @@ static void test_lookups_at_end_of_header(void **state)
     run_for(200);                       /* the answers arrive while the body is still to come */
     dkim_verify_feed(v, m + head, strlen(m) - head);
     struct got g = { 0 };
-    long long t0 = mono_ms();
+    long long t0 = clock_mono_ms();
     finish(v, &g);
     run_until_called(&g, 5000);
-    assert_true(mono_ms() - t0 < 100);  /* nothing left to wait for */
+    assert_true(clock_mono_ms() - t0 < 100);  /* nothing left to wait for */
     assert_int_equal(g.calls, 1);
     assert_false(g.early);
     assert_string_equal(buf_cstr(&g.summary),

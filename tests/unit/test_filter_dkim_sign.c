@@ -1,11 +1,12 @@
 /*
  * test_filter_dkim_sign.c - DKIM signing (filter_dkim_sign.c): key loading, key choice by domain,
  * signed fields and folding, errors, signing from several threads. Every signature made is
- * checked by python3-dkim (/usr/bin/python3), given the public keys through its dnsfunc; the
+ * checked by python3-dkim (support/dkim_keys.c), given the public keys through its dnsfunc; the
  * verifier side, and libopendkim's verdict on our signatures, are test_filter_dkim.c's.
  *
- * The group setup makes keys with the openssl tool in a temp dir: RSA 2048 as PKCS#8 and as
- * PKCS#1, Ed25519, and unusable ones (EC P-256, RSA 512, RSA 4160, an encrypted Ed25519 key).
+ * The group setup makes keys with the openssl tool in a temp dir (support/dkim_keys.c): RSA 2048
+ * as PKCS#8 and as PKCS#1, Ed25519, and unusable ones (EC P-256, RSA 512, RSA 4160, an encrypted
+ * Ed25519 key).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -17,142 +18,40 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 
 #include "buf.h"
 #include "conf.h"
 #include "filter_dkim.h"
+#include "support/dkim_keys.h"
+#include "support/peer.h"
 
 static char dir[64];
 static struct dkim_signer *signer;
 static struct buf recs;             /* "name record" lines for python's dnsfunc */
 
-static const char msg[] =
-    "From: Alice <alice@rsa.test>\r\n"
-    "To: bob@example.org\r\n"
-    "Subject: Hello there\r\n"
-    "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
-    "Message-ID: <1@rsa.test>\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: text/plain\r\n"
-    "X-Folded: first\r\n"
-    " second part\r\n"
-    "\r\n"
-    "Hello,\r\n"
-    " this is  the body.\r\n";
-
-/* Prints pass/fail/error per DKIM-Signature of argv[1], keys from the records file argv[2]. */
-static const char py_verify[] =
-    "import sys, dkim\n"
-    "msg = open(sys.argv[1], 'rb').read()\n"
-    "recs = {}\n"
-    "for line in open(sys.argv[2], 'rb'):\n"
-    "    name, _, val = line.rstrip(b'\\n').partition(b' ')\n"
-    "    recs[name.decode()] = val\n"
-    "dnsfunc = lambda name, timeout=5: recs.get(name.decode().rstrip('.'))\n"
-    "head = msg.split(b'\\r\\n\\r\\n', 1)[0].split(b'\\r\\n')\n"
-    "out = []\n"
-    "for i in range(sum(1 for l in head if l.lower().startswith(b'dkim-signature:'))):\n"
-    "    try:\n"
-    "        out.append('pass' if dkim.DKIM(msg).verify(idx=i, dnsfunc=dnsfunc) else 'fail')\n"
-    "    except Exception:\n"
-    "        out.append('error')\n"
-    "print(' '.join(out))\n";
-
-static void sh(const char *fmt, ...)
-{
-    char cmd[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (system(cmd) != 0)
-        fail_msg("command failed: %s", cmd);
-}
+static const char msg[] = TDK_MSG;
 
 static void write_file(const char *name, const char *data, size_t len)
 {
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, len, f), len);
-    fclose(f);
+    tp_write_file(dir, name, data, len);
 }
 
-/* The DKIM key record of a key file: p= is SubjectPublicKeyInfo for RSA, raw for Ed25519. */
+/* The DKIM key record of a key file. */
 static void publish(const char *name, const char *file)
 {
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-    fclose(f);
-    assert_non_null(k);
-    unsigned char raw[32], *der = NULL;
-    size_t n = sizeof raw;
-    bool ed = EVP_PKEY_get_base_id(k) == EVP_PKEY_ED25519;
-    if (ed)
-        assert_int_equal(EVP_PKEY_get_raw_public_key(k, raw, &n), 1);
-    else
-        n = (size_t)i2d_PUBKEY(k, &der);
-    char *b64 = malloc(4 * ((n + 2) / 3) + 1);
-    EVP_EncodeBlock((unsigned char *)b64, ed ? raw : der, (int)n);
-    buf_printf(&recs, "%s v=DKIM1; k=%s; p=%s\n", name, ed ? "ed25519" : "rsa", b64);
-    free(b64);
-    OPENSSL_free(der);
-    EVP_PKEY_free(k);
-}
-
-/* python3-dkim's verdict on each signature of m, in header order. */
-static char *python_verify(const char *m, size_t len, const char *file)
-{
-    write_file(file, m, len);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/verify.py %s/%s %s/recs.txt", dir, dir, file,
-             dir);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    char out[128] = "";
-    if (fgets(out, sizeof out, p) == NULL || pclose(p) != 0)
-        fail_msg("python3-dkim failed on %s", file);
-    out[strcspn(out, "\n")] = '\0';
-    return strdup(out);
-}
-
-/* A signer with one "domain:selector:file" key per spec (file relative to dir). */
-static struct dkim_signer *new_signer(const char *const *specs, size_t n, const char *headers,
-                                      struct buf *err)
-{
-    char *kv[8];
-    for (size_t i = 0; i < n; i++) {
-        struct buf s = BUF_INIT;
-        const char *c = strrchr(specs[i], ':');
-        buf_printf(&s, "%.*s%s/%s", (int)(c + 1 - specs[i]), specs[i], dir, c + 1);
-        kv[i] = buf_steal(&s);
-    }
-    struct strlist keys = { kv, n };
-    struct dkim_signer *s = dkim_signer_new(&keys, headers, err);
-    for (size_t i = 0; i < n; i++)
-        free(kv[i]);
-    return s;
+    bool ed;
+    char *p = tdk_public_b64(dir, file, &ed, NULL);
+    buf_printf(&recs, "%s v=DKIM1; k=%s; p=%s\n", name, ed ? "ed25519" : "rsa", p);
+    free(p);
 }
 
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/mxg-dkimsign-XXXXXX");
-    assert_non_null(mkdtemp(dir));
-    sh("cd %s && (openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.pem "
-       "&& openssl genrsa -traditional -out rsa2.pem 2048 && openssl genrsa -out rsa512.pem 512 "
-       "&& openssl genrsa -out rsa4160.pem 4160 && openssl genpkey -algorithm ed25519 -out ed.pem "
-       "&& openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ec.pem "
-       "&& openssl genpkey -algorithm ed25519 -aes256 -pass pass:secret -out enc.pem) 2>/dev/null "
-       "&& grep -q 'BEGIN PRIVATE KEY' rsa.pem && grep -q 'BEGIN RSA PRIVATE KEY' rsa2.pem", dir);
-    write_file("verify.py", py_verify, sizeof py_verify - 1);
+    tdk_keys(dir, "mxg-dkimsign");
+    tp_sh("cd %s && (openssl genrsa -out rsa4160.pem 4160 "
+          "&& openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ec.pem "
+          "&& openssl genpkey -algorithm ed25519 -aes256 -pass pass:secret -out enc.pem) 2>/dev/null", dir);
     publish("s1._domainkey.rsa.test", "rsa.pem");
     publish("s1._domainkey.dual.test", "rsa.pem");
     publish("s2._domainkey.dual.test", "ed.pem");
@@ -163,7 +62,7 @@ static int group_setup(void **state)
         "pkcs1.test:s1:rsa2.pem",
     };
     struct buf err = BUF_INIT;
-    signer = new_signer(specs, sizeof specs / sizeof specs[0], "", &err);
+    signer = tdk_signer(dir, specs, sizeof specs / sizeof specs[0], "", &err);
     if (signer == NULL)
         fail_msg("setup: %s", buf_cstr(&err));
     buf_release(&err);
@@ -175,7 +74,7 @@ static int group_teardown(void **state)
     (void)state;
     dkim_signer_free(signer);
     buf_release(&recs);
-    sh("rm -rf %s", dir);
+    tp_rmtree(dir);
     return 0;
 }
 
@@ -240,7 +139,7 @@ static void test_domain_choice(void **state)
                 fail_msg("%s: %s", c->domain, buf_cstr(&err));
             summary(sig.data + 4, &got);
             buf_puts(&sig, msg);
-            char *py = python_verify(sig.data + 4, sig.len - 4, "msg.eml");
+            char *py = tdk_python_verify(dir, "msg.eml", sig.data + 4, sig.len - 4);
             if (strcmp(buf_cstr(&got), c->summary) != 0 || strcmp(py, c->python) != 0)
                 fail_msg("%s: '%s', python '%s'", c->domain, buf_cstr(&got), py);
             free(py);
@@ -269,7 +168,7 @@ static void test_signed_headers(void **state)
     static const char *const spec[] = { "rsa.test:s1:rsa.pem" };
     for (size_t i = 0; i < sizeof header_cases / sizeof header_cases[0]; i++) {
         struct buf err = BUF_INIT, sig = BUF_INIT, flat = BUF_INIT;
-        struct dkim_signer *s = new_signer(spec, 1, header_cases[i].headers, &err);
+        struct dkim_signer *s = tdk_signer(dir, spec, 1, header_cases[i].headers, &err);
         assert_non_null(s);
         assert_true(dkim_sign_message(s, "rsa.test", msg, sizeof msg - 1, &sig, &err));
         assert_true(strncmp(sig.data, "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; "
@@ -285,7 +184,7 @@ static void test_signed_headers(void **state)
         if (strstr(buf_cstr(&flat), header_cases[i].h) == NULL)
             fail_msg("'%s' lacks '%s'", buf_cstr(&flat), header_cases[i].h);
         buf_puts(&sig, msg);
-        char *py = python_verify(sig.data, sig.len, "msg.eml");
+        char *py = tdk_python_verify(dir, "msg.eml", sig.data, sig.len);
         assert_string_equal(py, "pass");
         free(py);
         buf_release(&err);
@@ -388,7 +287,7 @@ static void test_threads(void **state)
     for (int i = 0; i < THREADS; i++) {
         assert_int_equal(pthread_join(w[i].t, NULL), 0);
         assert_int_equal(w[i].failed, 0);
-        char *py = python_verify(w[i].last.data, w[i].last.len, "thread.eml");
+        char *py = tdk_python_verify(dir, "thread.eml", w[i].last.data, w[i].last.len);
         assert_string_equal(py, "pass pass");
         free(py);
         buf_release(&w[i].last);

@@ -4,7 +4,8 @@
  *
  * Peers: dnsmasq; a fake upstream on a UDP socket that answers SERVFAIL to everything (dnsmasq
  * forwards fail.test to it); a bound UDP socket that never answers, used both as a resolver that
- * times out (whose received queries show the names asked) and as the upstream of slow.test. The
+ * times out (whose received queries show the names asked) and as the upstream of slow.test (both
+ * support/fake_dns.c). The
  * client 192.0.2.1 is listed as below; 192.0.2.99 nowhere.
  */
 #include <setjmp.h>
@@ -18,7 +19,6 @@
 #include <netinet/in.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -30,20 +30,15 @@
 #include "filter_dnsbl.h"
 #include "log.h"
 #include "support/dnsmasq.h"
+#include "support/fake_dns.h"
+#include "support/peer.h"
 
 #define V6_NIBBLES "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2"
 
 static struct event_base *base;
-static int dns_port, fail_fd = -1, fail_port, silent_fd = -1, silent_port, log_fd = -1;
-static struct event *fail_ev;
+static int dns_port, log_fd = -1;
+static struct fake_dns_pair up = FAKE_DNS_PAIR_INIT;   /* fail.test's SERVFAIL; silent: slow.test's, a resolver */
 static bool starting;           /* inside dnsbl_check_start() */
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Entries separated by spaces into l (l->v and its strings freed with strlist_free). */
 static void split_list(const char *spaced, struct strlist *l)
@@ -185,34 +180,6 @@ static void test_match(void **state)
 
 /* ---- peers ----------------------------------------------------------------------------------- */
 
-static int udp_bound(int *port)
-{
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = { .sin_family = AF_INET };
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sin;
-    assert_true(fd >= 0 && bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0
-                && getsockname(fd, (struct sockaddr *)&sin, &len) == 0);
-    *port = ntohs(sin.sin_port);
-    return fd;
-}
-
-/* The fake upstream: SERVFAIL to every query. */
-static void servfail_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)what;
-    (void)arg;
-    unsigned char pkt[512];
-    struct sockaddr_storage from;
-    socklen_t flen = sizeof from;
-    ssize_t n = recvfrom(fd, pkt, sizeof pkt, 0, (struct sockaddr *)&from, &flen);
-    if (n < 12)
-        return;
-    pkt[2] = (unsigned char)(0x80 | (pkt[2] & 0x79));   /* QR; opcode and RD kept */
-    pkt[3] = 0x80 | 2;                                   /* RA, SERVFAIL */
-    sendto(fd, pkt, (size_t)n, 0, (struct sockaddr *)&from, flen);
-}
-
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -225,7 +192,7 @@ static void silent_drain(struct buf *names)
     size_t n = 0;
     unsigned char pkt[512];
     ssize_t len;
-    while (n < 16 && (len = recv(silent_fd, pkt, sizeof pkt, MSG_DONTWAIT)) > 12) {
+    while (n < 16 && (len = recv(up.silent.fd, pkt, sizeof pkt, MSG_DONTWAIT)) > 12) {
         struct buf name = BUF_INIT;
         for (ssize_t i = 12; i < len && pkt[i] != 0 && i + 1 + pkt[i] <= len; i += 1 + pkt[i])
             buf_printf(&name, "%s%.*s", name.len ? "." : "", pkt[i], (const char *)pkt + i + 1);
@@ -242,17 +209,11 @@ static int group_setup(void **state)
 {
     (void)state;
     base = event_base_new();
-    fail_fd = udp_bound(&fail_port);
-    silent_fd = udp_bound(&silent_port);
-    fail_ev = event_new(base, fail_fd, EV_READ | EV_PERSIST, servfail_cb, NULL);
-    event_add(fail_ev, NULL);
+    fake_dns_pair_start(&up, base, false, "fail.test", "slow.test");
     log_fd = memfd_create("dnsbl-log", MFD_CLOEXEC);
     log_init("test", LOG_INFO, log_fd);
-    char fail_srv[64], slow_srv[64];
-    snprintf(fail_srv, sizeof fail_srv, "--server=/fail.test/127.0.0.1#%d", fail_port);
-    snprintf(slow_srv, sizeof slow_srv, "--server=/slow.test/127.0.0.1#%d", silent_port);
     const char *const args[] = {
-        fail_srv, slow_srv,
+        up.servfail_arg, up.silent_arg,
         "--host-record=1.2.0.192.zen.test,127.0.0.2",
         "--host-record=1.2.0.192.bl.test,127.0.0.4",
         "--host-record=1.2.0.192.wl.test,127.0.10.1",
@@ -273,9 +234,7 @@ static int group_teardown(void **state)
 {
     (void)state;
     tdm_stop();
-    event_free(fail_ev);
-    close(fail_fd);
-    close(silent_fd);
+    fake_dns_pair_stop(&up);
     close(log_fd);
     event_base_free(base);
     return 0;
@@ -306,16 +265,12 @@ static void got_cb(const struct dnsbl_verdict *v, void *arg)
 
 static void run_for(long long ms)
 {
-    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-    event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
+    tp_run_for(base, ms);
 }
 
 static void run_until_called(const struct got *g, long long ms)
 {
-    long long end = mono_ms() + ms;
-    while (g->calls == 0 && mono_ms() < end)
-        run_for(10);
+    tp_run_count(base, &g->calls, 1, ms);
 }
 
 static struct dns *resolver(int port, long long timeout_ms)
@@ -420,7 +375,7 @@ static void test_checks(void **state)
     };
 #undef L
 #undef F
-    struct dns *fast = resolver(dns_port, 1000), *silent = resolver(silent_port, 200);
+    struct dns *fast = resolver(dns_port, 1000), *silent = resolver(up.silent.port, 200);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct dnsbl_sites *s = parse_ok(cases[i].sites);
         struct got g = { 0 };

@@ -26,8 +26,10 @@
 #include <openssl/evp.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "filter_milter.h"
 #include "support/milter_peers.h"
+#include "support/peer.h"
 
 /* What one event's done callback reported. */
 struct got {
@@ -45,6 +47,13 @@ static void got_cb(struct milter_session *s, const struct milter_verdict *v, voi
         milter_free(s);
 }
 
+/* Runs base's loop until g's done callback ran (ms at most); how many times it ran. */
+static int wait_done(struct event_base *base, const struct got *g, long long ms)
+{
+    tp_run_count(base, &g->done, 1, ms);
+    return g->done;
+}
+
 static const struct milter_info info = { .myhostname = "mx.test", .daemon_name = "mx", .daemon_addr = "127.0.0.1",
                                          .daemon_port = "25" };
 
@@ -59,8 +68,14 @@ static struct milter_conf conf_for(const char *name, const char *spec, enum milt
     do {                                                                                                          \
         memset(&(g), 0, sizeof(g));                                                                               \
         call;                                                                                                     \
-        assert_int_equal(milter_peers_run((base), &(g).done, 10000), 1);                                         \
+        assert_int_equal(wait_done((base), &(g), 10000), 1);                                                      \
     } while (0)
+
+static bool peer_ended(void *arg)
+{
+    const struct milter_peer *p = arg;
+    return p->eof;
+}
 
 static struct sockaddr_in client_addr(void)
 {
@@ -109,6 +124,14 @@ static void run_message(struct event_base *base, struct milter_session *s, const
 #undef STEP
 }
 
+/* run_message() that must reach end-of-message without a verdict that stops it. */
+static void run_to_eom(struct event_base *base, struct milter_session *s, const char *msg, struct got *g, bool greet)
+{
+    const char *stage;
+    run_message(base, s, msg, g, &stage, greet);
+    assert_string_equal(stage, "eom");
+}
+
 /* The value of the first modification adding or changing header name, or NULL. */
 static const char *mod_header(const struct milter_verdict *v, const char *name)
 {
@@ -134,9 +157,7 @@ static void test_spamass_gtube(void **state)
              "Hello,\r\n%s\r\n",
              milter_peers_gtube);
     struct got g;
-    const char *stage;
-    run_message(base, s, msg, &g, &stage, true);
-    assert_string_equal(stage, "eom");
+    run_to_eom(base, s, msg, &g, true);
     assert_int_equal(g.v.action, MV_REPLYCODE);
     assert_int_equal(g.v.code, 550);
     assert_string_equal(g.v.reply, "550 5.7.1 Blocked by SpamAssassin");
@@ -165,9 +186,7 @@ static void test_spamass_clean(void **state)
              "Shall we meet for lunch at noon tomorrow?\r\n",
              date);
     struct got g;
-    const char *stage;
-    run_message(base, s, msg, &g, &stage, true);
-    assert_string_equal(stage, "eom");
+    run_to_eom(base, s, msg, &g, true);
     assert_int_equal(g.v.action, MV_ACCEPT);
     const char *status = mod_header(&g.v, "X-Spam-Status");
     assert_non_null(status);
@@ -176,8 +195,7 @@ static void test_spamass_clean(void **state)
     for (size_t i = 0; i < g.v.nmods; i++)
         assert_string_equal(g.v.mods[i].milter, "spamass");
     /* a second message in the same session, on the same connection */
-    run_message(base, s, msg, &g, &stage, false);
-    assert_string_equal(stage, "eom");
+    run_to_eom(base, s, msg, &g, false);
     assert_int_equal(g.v.action, MV_ACCEPT);
     assert_non_null(mod_header(&g.v, "X-Spam-Status"));
     assert_int_equal(milter_session_connected(s), 1);
@@ -211,9 +229,7 @@ static void clamav_case(const char *attachment, enum milter_verdict_action want,
     struct milter_session *s = milter_session_new(base, &c, 1, &info);
     mime_message(msg, sizeof msg, attachment);
     struct got g;
-    const char *stage;
-    run_message(base, s, msg, &g, &stage, true);
-    assert_string_equal(stage, "eom");
+    run_to_eom(base, s, msg, &g, true);
     if (g.v.action != want)
         fail_msg("action %d reply \"%s\"", g.v.action, g.v.reply);
     assert_int_equal(g.v.code, code);
@@ -243,6 +259,23 @@ static void peer_init(struct milter_peer *p, struct event_base *base)
     memset(p, 0, sizeof *p);
     p->actions = SMFI_CURR_ACTS;
     milter_peer_start(p, base);
+}
+
+/* A new loop, and p started on it. */
+static struct event_base *loop_with_peer(struct milter_peer *p)
+{
+    struct event_base *base = event_base_new();
+    assert_non_null(base);
+    peer_init(p, base);
+    return base;
+}
+
+/* Frees the session, stops the milter, frees the loop. */
+static void close_all(struct event_base *base, struct milter_session *s, struct milter_peer *p)
+{
+    milter_free(s);
+    milter_peer_stop(p);
+    event_base_free(base);
 }
 
 static void expect_seen(const struct milter_peer *p, const char *want)
@@ -331,21 +364,20 @@ static void test_failures_table(void **state)
 #undef tempfail
 #undef reject
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct event_base *base = event_base_new();
         struct milter_peer p;
-        peer_init(&p, base);
+        struct event_base *base = loop_with_peer(&p);
         provoke(&p, cases[i].kind);
         char spec[64];
-        snprintf(spec, sizeof spec, "inet:%d@127.0.0.1", cases[i].kind == F_REFUSED ? milter_peers_free_port() : p.port);
+        snprintf(spec, sizeof spec, "inet:%d@127.0.0.1", cases[i].kind == F_REFUSED ? tp_free_port() : p.port);
         int fds = milter_peers_fds();
         struct milter_conf c = { .name = "m1", .socket = spec, .connect_timeout = 1000, .command_timeout = 300,
                                  .content_timeout = 300, .on_error = cases[i].on_error };
-        long long t0 = milter_peers_ms();
+        long long t0 = clock_mono_ms();
         struct milter_session *s = milter_session_new(base, &c, 1, &info);
         struct got g;
         const char *stage;
         run_message(base, s, plain_msg, &g, &stage, true);
-        long long took = milter_peers_ms() - t0;
+        long long took = clock_mono_ms() - t0;
         if (strcmp(stage, cases[i].stage) != 0)
             fail_msg("case %zu: verdict at %s, want %s", i, stage, cases[i].stage);
         expect_verdict(&g, cases[i].action, cases[i].reply);
@@ -358,11 +390,10 @@ static void test_failures_table(void **state)
         /* the failed connection is closed at once; the peer sees it end */
         assert_int_equal(milter_session_connected(s), 0);
         if (cases[i].kind != F_REFUSED) {
-            for (long long end = milter_peers_ms() + 2000; !p.eof && milter_peers_ms() < end;)
-                milter_peers_spin(base, 10);
+            tp_run_until(base, peer_ended, &p, 2000);
             assert_true(p.eof);
         }
-        milter_peers_spin(base, 20);
+        tp_run_for(base, 20);
         if (milter_peers_fds() != fds)
             fail_msg("case %zu: %d fds open, %d before", i, milter_peers_fds(), fds);
         /* the verdict holds for the rest of the session */
@@ -371,7 +402,7 @@ static void test_failures_table(void **state)
             expect_verdict(&g, cases[i].action, cases[i].reply);
         }
         milter_free(s);
-        milter_peers_spin(base, 10);
+        tp_run_for(base, 10);
         assert_int_equal(milter_peers_fds(), fds);
         milter_peer_stop(&p);
         event_base_free(base);
@@ -381,9 +412,8 @@ static void test_failures_table(void **state)
 static void test_modifications(void **state)
 {
     (void)state;
-    struct event_base *base = event_base_new();
     struct milter_peer p;
-    peer_init(&p, base);
+    struct event_base *base = loop_with_peer(&p);
     struct buf *e = &p.eom;
     milter_peer_pkt(e, SMFIR_ADDHEADER, "X-Added\0one", 12);
     milter_peer_pkt(e, SMFIR_INSHEADER, "\0\0\0\0X-Top\0first", 16);
@@ -400,9 +430,7 @@ static void test_modifications(void **state)
     struct milter_conf c = conf_for("m1", p.spec, MILTER_TEMPFAIL);
     struct milter_session *s = milter_session_new(base, &c, 1, &info);
     struct got g;
-    const char *stage;
-    run_message(base, s, plain_msg, &g, &stage, true);
-    assert_string_equal(stage, "eom");
+    run_to_eom(base, s, plain_msg, &g, true);
     assert_int_equal(g.v.action, MV_QUARANTINE);
     assert_string_equal(g.v.quarantine, "looks\\x01odd");
     assert_string_equal(g.v.milter, "m1");
@@ -438,9 +466,7 @@ static void test_modifications(void **state)
             assert_string_equal(m->value, want[i].value);
     }
     assert_string_equal(buf_cstr(&g.v.mods[8].body), "new body line 1\r\nline 2\r\n");
-    milter_free(s);
-    milter_peer_stop(&p);
-    event_base_free(base);
+    close_all(base, s, &p);
 }
 
 /* Progress packets extend the content timeout; without them the same delay is a timeout. */
@@ -448,9 +474,8 @@ static void test_progress(void **state)
 {
     (void)state;
     for (int with = 1; with >= 0; with--) {
-        struct event_base *base = event_base_new();
         struct milter_peer p;
-        peer_init(&p, base);
+        struct event_base *base = loop_with_peer(&p);
         p.reply['E'] = 'a';
         if (with) {
             p.progress_n = 6;
@@ -460,12 +485,12 @@ static void test_progress(void **state)
         }
         struct milter_conf c = conf_for("m1", p.spec, MILTER_TEMPFAIL);
         c.content_timeout = 400;
-        long long t0 = milter_peers_ms();
+        long long t0 = clock_mono_ms();
         struct milter_session *s = milter_session_new(base, &c, 1, &info);
         struct got g;
         const char *stage;
         run_message(base, s, plain_msg, &g, &stage, true);
-        long long took = milter_peers_ms() - t0;
+        long long took = clock_mono_ms() - t0;
         assert_string_equal(stage, "eom");
         if (with) {
             expect_verdict(&g, MV_ACCEPT, "");
@@ -478,9 +503,7 @@ static void test_progress(void **state)
             if (took < 400 || took >= 1500)
                 fail_msg("took %lld ms", took);
         }
-        milter_free(s);
-        milter_peer_stop(&p);
-        event_base_free(base);
+        close_all(base, s, &p);
     }
 }
 
@@ -510,9 +533,8 @@ static void test_decisions_table(void **state)
         { 'N', 'a', NULL, "eom", MV_ACCEPT, "", MAIL_GOES_ON },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct event_base *base = event_base_new();
         struct milter_peer p;
-        peer_init(&p, base);
+        struct event_base *base = loop_with_peer(&p);
         p.reply[(int)cases[i].cmd] = cases[i].reply;
         p.reply_text[(int)cases[i].cmd] = cases[i].text;
         struct milter_conf c = conf_for("m1", p.spec, MILTER_TEMPFAIL);
@@ -549,9 +571,7 @@ static void test_decisions_table(void **state)
             expect_verdict(&g, MV_CONTINUE, "");
             break;
         }
-        milter_free(s);
-        milter_peer_stop(&p);
-        event_base_free(base);
+        close_all(base, s, &p);
     }
 }
 
@@ -559,9 +579,8 @@ static void test_decisions_table(void **state)
 static void test_flags_and_macros(void **state)
 {
     (void)state;
-    struct event_base *base = event_base_new();
     struct milter_peer p;
-    peer_init(&p, base);
+    struct event_base *base = loop_with_peer(&p);
     p.actions = SMFIF_SETSYMLIST;
     p.proto = SMFIP_NOHELO | SMFIP_NOHDRS | SMFIP_NR_RCPT | SMFIP_NR_EOH | SMFIP_NR_BODY | SMFIP_RCPT_REJ;
     buf_append(&p.optneg_extra, "\0\0\0\0j {client_addr} _ {nothing}", 32);
@@ -570,15 +589,13 @@ static void test_flags_and_macros(void **state)
     struct milter_session *s = milter_session_new(base, &c, 1, &info);
     milter_macro_set(s, "{auth_authen}", "bob");
     struct got g;
-    const char *stage;
     const char *msg = "From: <sender@src.test>\r\nSubject: hi\r\n\r\nbody\r\n";
-    run_message(base, s, msg, &g, &stage, true);
-    assert_string_equal(stage, "eom");
+    run_to_eom(base, s, msg, &g, true);
     expect_verdict(&g, MV_ACCEPT, "");
     EV(base, g, milter_unknown(s, "XFOO bar", got_cb, &g));
     expect_verdict(&g, MV_CONTINUE, "");
     milter_free(s);
-    milter_peers_spin(base, 20);
+    tp_run_for(base, 20);
     expect_seen(&p, "O v=6 a=1ff p=ff7ff\n"
                     "D C j=mx.test {client_addr}=192.0.2.10 _=client.test [192.0.2.10]\n"
                     "C client.test 4 40000 192.0.2.10\n"
@@ -603,9 +620,8 @@ static void test_flags_and_macros(void **state)
 static void test_defaults_and_chunks(void **state)
 {
     (void)state;
-    struct event_base *base = event_base_new();
     struct milter_peer p;
-    peer_init(&p, base);
+    struct event_base *base = loop_with_peer(&p);
     p.proto = SMFIP_NR_HDR;
     struct milter_conf c = conf_for("m1", p.spec, MILTER_TEMPFAIL);
     struct milter_session *s = milter_session_new(base, &c, 1, &info);
@@ -626,7 +642,7 @@ static void test_defaults_and_chunks(void **state)
     expect_verdict(&g, MV_CONTINUE, "");
     EV(base, g, milter_eom(s, NULL, got_cb, &g));
     expect_verdict(&g, MV_ACCEPT, "");
-    milter_peers_spin(base, 20);
+    tp_run_for(base, 20);
     expect_seen(&p, "O v=6 a=1ff p=ff7ff\n"
                     "D C j=mx.test {daemon_name}=mx {daemon_addr}=127.0.0.1 {daemon_port}=25 v=mxgate "
                     "_=unknown [2001:db8::7] {client_addr}=2001:db8::7 {client_name}=unknown {client_port}=2525\n"
@@ -642,18 +658,15 @@ static void test_defaults_and_chunks(void **state)
                     "B 65535\n"
                     "B 34465\n"
                     "E\n");
-    milter_free(s);
-    milter_peer_stop(&p);
-    event_base_free(base);
+    close_all(base, s, &p);
 }
 
 /* Two milters: who sees what after ACCEPT, REJECT, reply codes, DISCARD, SKIP and SHUTDOWN. */
 static void test_chain(void **state)
 {
     (void)state;
-    struct event_base *base = event_base_new();
     struct milter_peer a, b;
-    peer_init(&a, base);
+    struct event_base *base = loop_with_peer(&a);
     peer_init(&b, base);
     struct milter_conf c[2] = { conf_for("a", a.spec, MILTER_TEMPFAIL), conf_for("b", b.spec, MILTER_TEMPFAIL) };
     struct milter_session *s = milter_session_new(base, c, 2, &info);
@@ -670,7 +683,7 @@ static void test_chain(void **state)
     EV(base, g, milter_data(s, got_cb, &g));
     EV(base, g, milter_eom(s, "Q1", got_cb, &g));
     expect_verdict(&g, MV_ACCEPT, "");
-    milter_peers_spin(base, 20);
+    tp_run_for(base, 20);
     assert_non_null(strstr(buf_cstr(&a.seen), "M <s@src.test>\nA\n"));
     assert_null(strstr(buf_cstr(&a.seen), "R <r@dst.test>"));
     assert_non_null(strstr(buf_cstr(&b.seen), "M <s@src.test>\nD R {rcpt_addr}=r@dst.test {rcpt_host}=dst.test\n"
@@ -699,7 +712,7 @@ static void test_chain(void **state)
     expect_verdict(&g, MV_DISCARD, "");
     EV(base, g, milter_eom(s, NULL, got_cb, &g));
     expect_verdict(&g, MV_DISCARD, "");
-    milter_peers_spin(base, 20);
+    tp_run_for(base, 20);
     assert_null(strstr(buf_cstr(&b.seen), "bad@dst.test"));
     assert_non_null(strstr(buf_cstr(&a.seen), "R <good@dst.test>\nT\nA\n"));
     assert_non_null(strstr(buf_cstr(&b.seen), "R <good@dst.test>\nT\nA\n"));
@@ -720,7 +733,7 @@ static void test_chain(void **state)
     EV(base, g, milter_body(s, "more\r\n", 6, got_cb, &g));
     EV(base, g, milter_eom(s, NULL, got_cb, &g));
     expect_verdict(&g, MV_ACCEPT, "");
-    milter_peers_spin(base, 20);
+    tp_run_for(base, 20);
     assert_non_null(strstr(buf_cstr(&a.seen), "T\nB 65535\nE\n"));
     assert_non_null(strstr(buf_cstr(&b.seen), "T\nB 65535\nB 34465\nB 6\nE\n"));
     a.reply['B'] = 0;
@@ -733,7 +746,7 @@ static void test_chain(void **state)
     expect_verdict(&g, MV_SHUTDOWN, "421 4.7.0 Server closing connection");
     assert_int_equal(milter_session_connected(s), 1);
     milter_free(s);
-    milter_peers_spin(base, 20);
+    tp_run_for(base, 20);
     assert_true(a.eof && b.eof);
     milter_peer_stop(&a);
     milter_peer_stop(&b);
@@ -744,9 +757,8 @@ static void test_chain(void **state)
 static void test_connect_decisions(void **state)
 {
     (void)state;
-    struct event_base *base = event_base_new();
     struct milter_peer a, b;
-    peer_init(&a, base);
+    struct event_base *base = loop_with_peer(&a);
     peer_init(&b, base);
     struct milter_conf c[2] = { conf_for("a", a.spec, MILTER_TEMPFAIL), conf_for("b", b.spec, MILTER_TEMPFAIL) };
     struct sockaddr_in ca = client_addr();
@@ -759,7 +771,7 @@ static void test_connect_decisions(void **state)
     assert_false(g.v.failed);
     EV(base, g, milter_helo(s, "client.test", got_cb, &g));
     expect_verdict(&g, MV_REJECT, "550 5.7.1 Command rejected");
-    milter_peers_spin(base, 20);
+    tp_run_for(base, 20);
     assert_true(a.eof);
     assert_null(strstr(buf_cstr(&b.seen), "\nC "));
     assert_int_equal(milter_session_connected(s), 1);
@@ -770,11 +782,9 @@ static void test_connect_decisions(void **state)
     buf_reset(&a.seen);
     buf_reset(&b.seen);
     s = milter_session_new(base, c, 2, &info);
-    const char *stage;
-    run_message(base, s, plain_msg, &g, &stage, true);
-    assert_string_equal(stage, "eom");
+    run_to_eom(base, s, plain_msg, &g, true);
     expect_verdict(&g, MV_ACCEPT, "");
-    milter_peers_spin(base, 20);
+    tp_run_for(base, 20);
     assert_null(strstr(buf_cstr(&a.seen), "\nH "));
     assert_non_null(strstr(buf_cstr(&b.seen), "\nE\n"));
     assert_int_equal(milter_session_connected(s), 1);
@@ -783,8 +793,8 @@ static void test_connect_decisions(void **state)
     memset(&g, 0, sizeof g);
     g.free_in_done = true;
     milter_mail(s, "<s@src.test>", NULL, 0, got_cb, &g);
-    assert_int_equal(milter_peers_run(base, &g.done, 5000), 1);
-    milter_peers_spin(base, 20);
+    assert_int_equal(wait_done(base, &g, 5000), 1);
+    tp_run_for(base, 20);
     assert_true(b.eof);
     milter_peer_stop(&a);
     milter_peer_stop(&b);

@@ -5,7 +5,7 @@
  * every table row lists (all rows' records are served together), plus: the include chains and
  * lists of the lookup-limit rows (made in lim_records()), broken.test forwarded to a fake
  * upstream that answers SERVFAIL to everything, and slow.test forwarded to a bound UDP socket
- * that never answers. The checks run on a 2-thread workq; the event loop runs while a test
+ * that never answers (both support/fake_dns.c). The checks run on a 2-thread workq; the event loop runs while a test
  * waits, since the fake upstream answers from it.
  */
 #include <setjmp.h>
@@ -32,13 +32,13 @@
 #include "filter_spf.h"
 #include "workq.h"
 #include "support/dnsmasq.h"
+#include "support/fake_dns.h"
+#include "support/peer.h"
 
 #define TABLE_TIMEOUT 1000      /* ms per identity for the table's checker */
 
 static int dns_port;
-static int fail_fd = -1, fail_port, fail_queries;   /* the SERVFAIL upstream */
-static struct event *fail_ev;
-static int silent_fd = -1, silent_port;             /* never answers */
+static struct fake_dns_pair up = FAKE_DNS_PAIR_INIT;   /* broken.test's SERVFAIL, slow.test's silent */
 static struct event_base *base;
 static struct workq *wq;                            /* 2 threads */
 static struct spf_checker *checker;                 /* 127.0.0.1:dns_port, TABLE_TIMEOUT */
@@ -213,56 +213,18 @@ static void lim_records(const char **args, size_t *n)
         args[(*n)++] = bufs[i];
 }
 
-/* ---- peers ----------------------------------------------------------------------------------- */
-
-static int udp_bound(int *port)
-{
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sin = { .sin_family = AF_INET };
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    socklen_t len = sizeof sin;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    *port = ntohs(sin.sin_port);
-    return fd;
-}
-
-/* The fake upstream: SERVFAIL to every query. */
-static void fail_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)what;
-    (void)arg;
-    unsigned char pkt[1500];
-    struct sockaddr_storage from;
-    socklen_t flen = sizeof from;
-    ssize_t n = recvfrom(fd, pkt, sizeof pkt, 0, (struct sockaddr *)&from, &flen);
-    if (n < 17)
-        return;
-    pkt[2] = (unsigned char)(0x80 | (pkt[2] & 0x79));  /* QR; opcode and RD kept */
-    pkt[3] = 0x80 | 2;                                  /* RA, SERVFAIL */
-    fail_queries++;
-    sendto(fd, pkt, (size_t)n, 0, (struct sockaddr *)&from, flen);
-}
-
 static int group_setup(void **state)
 {
     (void)state;
     base = event_base_new();
-    fail_fd = udp_bound(&fail_port);
-    silent_fd = udp_bound(&silent_port);
-    fail_ev = event_new(base, fail_fd, EV_READ | EV_PERSIST, fail_cb, NULL);
-    event_add(fail_ev, NULL);
+    fake_dns_pair_start(&up, base, false, "broken.test", "slow.test");
 
     static const char *args[256];
-    static char fail_srv[64], slow_srv[64];
     size_t n = 0;
-    snprintf(fail_srv, sizeof fail_srv, "--server=/broken.test/127.0.0.1#%d", fail_port);
-    snprintf(slow_srv, sizeof slow_srv, "--server=/slow.test/127.0.0.1#%d", silent_port);
     args[n++] = "--listen-address=::1";
     args[n++] = "--local=/2.0.192.in-addr.arpa/";
-    args[n++] = fail_srv;
-    args[n++] = slow_srv;
+    args[n++] = up.servfail_arg;
+    args[n++] = up.silent_arg;
     args[n++] = "--host-record=" NOSPF ",192.0.2.1";
     lim_records(args, &n);
     for (size_t i = 0; i < NROWS; i++) {
@@ -293,9 +255,7 @@ static int group_teardown(void **state)
     workq_free(wq);
     spf_checker_free(checker);
     tdm_stop();
-    event_free(fail_ev);
-    close(fail_fd);
-    close(silent_fd);
+    fake_dns_pair_stop(&up);
     event_base_free(base);
     return 0;
 }
@@ -362,40 +322,18 @@ static struct spf_query *start(struct spf_checker *c, const struct row *r, struc
     return q;
 }
 
-static void noop_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    (void)arg;
-}
-
 /* Runs the loop for at most ms. */
 static void run_for(long long ms)
 {
-    long long end = clock_mono_ms() + ms;
-    while (clock_mono_ms() < end) {
-        struct timeval tv = { 0, 10 * 1000 };
-        event_base_once(base, -1, EV_TIMEOUT, noop_cb, NULL, &tv);
-        event_base_loop(base, EVLOOP_ONCE);
-    }
+    tp_run_for(base, ms);
 }
 
 /* Runs the loop until n checks of g answered, failing after ms. */
 static void run_until(struct got *g, size_t n, long long ms)
 {
-    long long end = clock_mono_ms() + ms;
-    for (;;) {
-        size_t done = 0;
-        for (size_t i = 0; i < n; i++)
-            done += g[i].calls > 0;
-        if (done == n)
-            return;
-        if (clock_mono_ms() > end)
-            fail_msg("%zu of %zu checks answered within %lld ms", done, n, ms);
-        struct timeval tv = { 0, 10 * 1000 };
-        event_base_once(base, -1, EV_TIMEOUT, noop_cb, NULL, &tv);
-        event_base_loop(base, EVLOOP_ONCE);
-    }
+    size_t done = tp_run_all(base, g, n, sizeof *g, offsetof(struct got, calls), ms);
+    if (done != n)
+        fail_msg("%zu of %zu checks answered within %lld ms", done, n, ms);
 }
 
 /* Appends a line to bad unless g holds what row r expects; whether it did. */
@@ -444,7 +382,7 @@ static struct spf_checker *checker_for(const char *server, long long timeout_ms)
 static void test_table(void **state)
 {
     (void)state;
-    int before = fail_queries;
+    int before = up.servfail.servfails;
     struct buf bad = BUF_INIT;
     for (size_t i = 0; i < NROWS; i++) {
         struct got g = { 0 };
@@ -458,7 +396,7 @@ static void test_table(void **state)
     buf_release(&bad);
     run_for(20);
     assert_true(on_loop_thread_only);
-    assert_true(fail_queries > before);     /* SERVFAIL came from the upstream, via dnsmasq */
+    assert_true(up.servfail.servfails > before);     /* SERVFAIL came from the upstream, via dnsmasq */
 }
 
 /* 50 checks at once on 2 worker threads, each answered once and right. */
@@ -505,7 +443,7 @@ static void test_timeout(void **state)
 {
     (void)state;
     char spec[32];
-    snprintf(spec, sizeof spec, "127.0.0.1:%d", silent_port);
+    snprintf(spec, sizeof spec, "127.0.0.1:%d", up.silent.port);
     struct spf_checker *c = checker_for(spec, 300);
     struct row r = { "192.0.2.1", NOSPF, "a@ip4.test", { NULL }, TEMP, TEMP, NULL };
     struct got g = { 0 };
@@ -577,7 +515,7 @@ static void test_cancel_running(void **state)
                                      NULL };
     struct got *g = calloc(1, sizeof *g);
     struct spf_query *q = start(checker, &slow, g);
-    usleep(200 * 1000);             /* the worker is waiting for slow.test now */
+    tp_sleep_ms(200);               /* the worker is waiting for slow.test now */
     spf_cancel(q);
     free(g);                        /* ASan reports it if done() still uses it */
     struct got other = { 0 };
@@ -586,6 +524,12 @@ static void test_cancel_running(void **state)
     check_row(&rows[0], &other);
     got_release(&other);
     run_for(TABLE_TIMEOUT + 500);   /* the cancelled check ends on its worker meanwhile */
+}
+
+static bool three_answered(void *arg)
+{
+    struct got **w = arg;
+    return w[0]->calls + w[1]->calls + w[2]->calls >= 3;
 }
 
 /* Cancelled while queued behind busy workers: skipped; the others are answered. */
@@ -601,13 +545,9 @@ static void test_cancel_queued(void **state)
     struct spf_query *q = start(checker, &rows[0], &g[2]);
     start(checker, &rows[1], &g[3]);
     spf_cancel(q);
-    long long t0 = clock_mono_ms();
     struct got *wait[] = { &g[0], &g[1], &g[3] };
-    while (wait[0]->calls + wait[1]->calls + wait[2]->calls < 3) {
-        if (clock_mono_ms() - t0 > 5000)
-            fail_msg("checks not answered");
-        run_for(10);
-    }
+    if (!tp_run_until(base, three_answered, wait, 5000))
+        fail_msg("checks not answered");
     run_for(50);
     check_row(&slow, &g[0]);
     check_row(&slow, &g[1]);
@@ -640,7 +580,7 @@ static void test_free_with_dropped(void **state)
     start(c, &slow, &g[0]);
     for (int i = 1; i < 4; i++)
         start(c, &rows[0], &g[i]);
-    usleep(200 * 1000);             /* the worker is waiting for slow.test now */
+    tp_sleep_ms(200);               /* the worker is waiting for slow.test now */
     workq_free(q1);
     assert_int_equal(g[0].calls, 1);
     check_row(&slow, &g[0]);

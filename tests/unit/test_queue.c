@@ -14,6 +14,7 @@
 
 #include "buf.h"
 #include "queue.h"
+#include "support/peer.h"
 
 static const char alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -59,8 +60,7 @@ static void test_id_order_across_ms(void **state)
     char prev[QUEUE_ID_LEN + 1];
     queue_id_new(prev);
     for (int n = 0; n < 20; n++) {
-        struct timespec ts = { 0, 2 * 1000 * 1000 };
-        nanosleep(&ts, NULL);
+        tp_sleep_ms(2);
         char id[QUEUE_ID_LEN + 1];
         queue_id_new(id);
         assert_true(strcmp(prev, id) < 0);

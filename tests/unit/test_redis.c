@@ -18,12 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,9 +27,11 @@
 #include <hiredis/hiredis.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "log.h"
 #include "queue.h"
 #include "redis.h"
+#include "support/peer.h"
 #include "support/redis_server.h"
 
 static char log_path[128];
@@ -83,18 +80,12 @@ static int group_teardown(void **state)
 
 static bool run_until(bool (*pred)(void *), void *arg, long long ms)
 {
-    return trs_run_until(base, pred, arg, ms);
-}
-
-static bool never(void *arg)
-{
-    (void)arg;
-    return false;
+    return tp_run_until(base, pred, arg, ms);
 }
 
 static void run_for(long long ms)
 {
-    run_until(never, NULL, ms);
+    tp_run_for(base, ms);
 }
 
 static bool is_connected(void *arg)
@@ -624,11 +615,11 @@ static void test_sigstop_timeout(void **state)
     struct queue_msg m = make_msg(id);
     struct done d = { 0 };
     struct got g = { 0 };
-    long long t0 = trs_mono_ms();
+    long long t0 = clock_mono_ms();
     assert_true(queue_enqueue(r, "t5", &m, on_done, &d));
     assert_true(redis_commandf(r, on_reply, &g, "PING"));
     assert_true(run_until(done_called, &d, 2000));
-    long long took = trs_mono_ms() - t0;
+    long long took = clock_mono_ms() - t0;
     assert_true(took >= 290 && took < 2000);
     assert_false(d.ok);
     assert_non_null(strstr(d.err, "timeout"));
@@ -754,26 +745,13 @@ static void test_auth_select(void **state)
     buf_release(&err);
 }
 
-/* A loopback TCP port nobody listens on right now. */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    socklen_t len = sizeof sin;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    close(fd);
-    return ntohs(sin.sin_port);
-}
-
 static void test_tcp(void **state)
 {
     (void)state;
     struct buf err = BUF_INIT;
     struct redis_target t;
     char url[64], port[16];
-    int p = free_port();
+    int p = tp_free_port();
     snprintf(port, sizeof port, "%d", p);
 
     /* Refused: the asynchronous connect fails, retries are quiet. */
@@ -791,19 +769,10 @@ static void test_tcp(void **state)
      * A listener whose accept queue is full: the kernel drops our SYN and the connect hangs,
      * until the deadline (the timeout) gives up on it.
      */
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
-    assert_int_equal(listen(lfd, 0), 0);
-    socklen_t slen = sizeof sin;
-    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &slen), 0);
-    int fillers[4];
-    for (int i = 0; i < 4; i++) {
-        fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-        connect(fillers[i], (struct sockaddr *)&sin, sizeof sin);
-    }
+    struct tp_full full;
+    tp_full_open(&full);
     int timeouts0 = log_count_with("redis-down", "\"reason\":\"connect timeout\"");
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d", ntohs(sin.sin_port));
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", full.port);
     assert_true(redis_url_parse(url, &t, &err));
     r = redis_new(base, &t, 200, "tcp-hang");
     run_for(500);
@@ -811,9 +780,7 @@ static void test_tcp(void **state)
     assert_int_equal(log_count_with("redis-down", "\"reason\":\"connect timeout\""), timeouts0 + 1);
     redis_free(r);
     redis_target_clear(&t);
-    for (int i = 0; i < 4; i++)
-        close(fillers[i]);
-    close(lfd);
+    tp_full_close(&full);
 
     /* The server also listens on loopback TCP: connect, SELECT from the URL, enqueue. */
     admin("CONFIG SET bind %s", "127.0.0.1");

@@ -18,6 +18,7 @@
 #include "queue.h"
 #include "redis.h"
 #include "relay_queue.h"
+#include "support/peer.h"
 #include "support/redis_server.h"
 
 static struct event_base *base;
@@ -97,9 +98,9 @@ static void enqueue_as(const char *id, const char *const *to, size_t n, bool urg
         .body = "Subject: t\r\n\r\nbody\r\n", .body_len = 21, .urgent = urgent,
     };
     struct done d = { false, false };
-    assert_true(trs_run_until(base, connected, NULL, 3000));
+    assert_true(tp_run_until(base, connected, NULL, 3000));
     assert_true(queue_enqueue(rq, "mxg", &m, on_enqueued, &d));
-    assert_true(trs_run_until(base, done_called, &d, 3000));
+    assert_true(tp_run_until(base, done_called, &d, 3000));
     assert_true(d.ok);
 }
 
@@ -145,7 +146,7 @@ static void claim(const char *stage, long long lease_ms, unsigned max, struct cl
     snprintf(token, sizeof token, "test-%u", ++seq);
     memset(got, 0, sizeof *got);
     assert_true(relay_queue_claim(rq, "mxg", stage, lease_ms, max, token, on_claim, got));
-    assert_true(trs_run_until(base, claim_called, got, 3000));
+    assert_true(tp_run_until(base, claim_called, got, 3000));
 }
 
 /* ---- outcome ---- */
@@ -173,7 +174,7 @@ static const char *record(const struct relay_claim *c, const struct relay_result
     static struct outcome o;
     memset(&o, 0, sizeof o);
     assert_true(relay_queue_outcome(rq, "mxg", c, res, on_outcome, &o));
-    assert_true(trs_run_until(base, outcome_called, &o, 3000));
+    assert_true(tp_run_until(base, outcome_called, &o, 3000));
     return o.status;
 }
 
@@ -352,10 +353,10 @@ static void test_lease_expiry_returns_work(void **state)
     struct claimed got;
     claim(RELAY_STAGE_MAIN, 1, 10, &got);        /* a 1 ms lease: a node that died at once */
     assert_int_equal(got.n, 2);
-    trs_sleep_ms(20);
+    tp_sleep_ms(20);
     struct count c = { false, -2 };
     assert_true(relay_queue_expire_leases(rq, "mxg", RELAY_STAGE_MAIN, on_count, &c));
-    assert_true(trs_run_until(base, count_called, &c, 3000));
+    assert_true(tp_run_until(base, count_called, &c, 3000));
     assert_int_equal(c.n, 2);
     assert_int_equal(integer("ZCARD %s", "mxg:lease"), 0);
     assert_int_equal(integer("HLEN %s", "mxg:lease:owner"), 0);
@@ -383,7 +384,7 @@ static void test_renewal_extends_only_owned_leases(void **state)
     const struct relay_claim *batch[] = { &got.c[0], &other };
     struct count c = { false, -2 };
     assert_true(relay_queue_renew(rq, "mxg", RELAY_STAGE_MAIN, 600000, batch, 2, on_count, &c));
-    assert_true(trs_run_until(base, count_called, &c, 3000));
+    assert_true(tp_run_until(base, count_called, &c, 3000));
     assert_int_equal(c.n, 1);
     assert_true(zscore("mxg:lease", "ID9/0") >= before + 500000);
     assert_true(zscore("mxg:lease", "ID9/1") < before + 1000);

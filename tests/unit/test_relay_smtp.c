@@ -13,14 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 #include <event2/event.h>
 
 #include "buf.h"
 #include "relay_smtp.h"
+#include "support/peer.h"
 #include "support/smtp_peer.h"
 
 static void test_sink_deliver(void **state)
@@ -249,7 +248,7 @@ static void test_connect_failures(void **state)
     (void)state;
     struct relay_smtp_conf conf = smtp_peer_conf();
     struct relay_smtp_job job = smtp_peer_job3();
-    int port = smtp_peer_free_port();
+    int port = tp_free_port();
     struct netaddr a = smtp_peer_loopback(port);
     struct smtp_peer_run r;
     smtp_peer_run_job(&r, &conf, &a, 1, &job, true);
@@ -272,22 +271,14 @@ static void test_connect_failures(void **state)
     smtp_peer_sink_stop(&s);
 
     /* a listener whose backlog is full never completes the handshake: connect timeout */
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct netaddr la = smtp_peer_loopback(smtp_peer_free_port());
-    assert_int_equal(bind(lfd, (struct sockaddr *)&la.ss, la.len), 0);
-    assert_int_equal(listen(lfd, 0), 0);
-    int fill[4];
-    for (int i = 0; i < 4; i++) {
-        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-        (void)connect(fill[i], (struct sockaddr *)&la.ss, la.len);
-    }
+    struct tp_full full;
+    tp_full_open(&full);
+    struct netaddr la = smtp_peer_loopback(full.port);
     conf.timeouts.connect_ms = 300;
     smtp_peer_run_job(&r, &conf, &la, 1, &job, true);
     smtp_peer_expect_all(&r, DEFERRED, 0, "4.4.1", RELAY_PHASE_CONNECT, "Connection timed out");
     smtp_peer_run_free(&r);
-    for (int i = 0; i < 4; i++)
-        close(fill[i]);
-    close(lfd);
+    tp_full_close(&full);
 }
 
 /* relay_smtp_quit ends an idle connection at once; a failing greeting moves on to the next address. */
@@ -335,7 +326,7 @@ static void test_free_paths(void **state)
     assert_true(relay_smtp_send(r.c, &job, smtp_peer_done_cb, &r));
     for (int i = 0; i < 20; i++)    /* well into the conversation: DATA is being delayed */
         event_base_loop(r.base, EVLOOP_NONBLOCK);
-    usleep(100000);
+    tp_sleep_ms(100);
     event_base_loop(r.base, EVLOOP_NONBLOCK);
     relay_smtp_free(r.c);
     event_base_loop(r.base, EVLOOP_NONBLOCK);

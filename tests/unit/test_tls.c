@@ -22,6 +22,7 @@
 #include <openssl/x509v3.h>
 
 #include "buf.h"
+#include "support/peer.h"
 #include "tls.h"
 
 struct fixture {
@@ -29,28 +30,6 @@ struct fixture {
     char cert[128], key[128];       /* dir/cert.pem, dir/key.pem */
     char cert2[128], key2[128];     /* dir/b/cert.pem, dir/b/key.pem: a second, unrelated pair */
 };
-
-/* Empties dir, one level of subdirectories included. */
-static int rm_dir_contents(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        struct buf p = BUF_INIT;
-        buf_printf(&p, "%s/%s", dir, e->d_name);
-        if (unlink(p.data) != 0) {
-            rm_dir_contents(p.data);
-            rmdir(p.data);
-        }
-        buf_release(&p);
-    }
-    closedir(d);
-    return 0;
-}
 
 static int setup(void **state)
 {
@@ -75,8 +54,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    rm_dir_contents(fx->dir);
-    rmdir(fx->dir);
+    tp_rmtree(fx->dir);
     free(fx);
     return 0;
 }
@@ -87,10 +65,7 @@ static char *slurp(const char *path, size_t *len)
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
     struct buf b = BUF_INIT;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        buf_append(&b, chunk, n);
+    tp_read_stream(f, &b);
     fclose(f);
     *len = b.len;
     return buf_steal(&b);

@@ -19,6 +19,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "log.h"
+#include "support/peer.h"
 #include "support/slapd.h"
 #include "verify_sources.h"
 
@@ -63,32 +64,36 @@ static void addr_set(struct addr *a, const char *mailbox)
     a->p.domain = a->domain;
 }
 
-static bool all_called(struct res *r, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (r[i].called == 0)
-            return false;
-    return true;
-}
-
 /* Runs the loop until every r[i] is answered or ms have passed. */
 static bool run_until(struct res *r, size_t n, long long ms)
 {
-    long long end = clock_mono_ms() + ms;
-    while (!all_called(r, n) && clock_mono_ms() < end) {
-        struct timeval tv = { 0, 5000 };
-        event_base_loopexit(base, &tv);
-        event_base_dispatch(base);
-    }
-    return all_called(r, n);
+    return tp_run_all(base, r, n, sizeof *r, offsetof(struct res, called), ms) == n;
 }
 
 /* Runs the loop for ms whatever happens. */
 static void run_for(long long ms)
 {
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000) };
-    event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
+    tp_run_for(base, ms);
+}
+
+/* Starts n lookups of mailbox (a[i] for r[i], zeroed first) with done. */
+static void lookup_n(struct verify_source *s, struct addr *a, struct res *r, size_t n, const char *mailbox,
+                     verify_done_fn *done)
+{
+    memset(r, 0, n * sizeof *r);
+    for (size_t i = 0; i < n; i++) {
+        addr_set(&a[i], mailbox);
+        s->lookup(s, &a[i].p, done, &r[i]);
+    }
+}
+
+/* Every r[i] was answered exactly once, with want. */
+static void expect_all(const struct res *r, size_t n, enum verify_answer want)
+{
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(r[i].called, 1);
+        assert_int_equal(r[i].a, want);
+    }
 }
 
 /* One lookup, run to its end (5 s at most); returns the answer. */
@@ -379,10 +384,7 @@ static void test_server_down_and_back(void **state)
     s->lookup(s, &a.p, on_done, &two[0]);
     s->lookup(s, &a.p, on_done, &two[1]);
     assert_true(run_until(two, 2, 2000));
-    assert_int_equal(two[0].called, 1);
-    assert_int_equal(two[0].a, VERIFY_TEMPFAIL);
-    assert_int_equal(two[1].called, 1);
-    assert_int_equal(two[1].a, VERIFY_TEMPFAIL);
+    expect_all(two, 2, VERIFY_TEMPFAIL);
     run_for(1100);
     assert_int_equal(ask(s, "bob@example.test"), VERIFY_TEMPFAIL);        /* connection refused */
     /* Within a second of that attempt: TEMPFAIL at once, before lookup returns, no new attempt. */
@@ -506,16 +508,9 @@ static void test_notice_of_disconnection(void **state)
     struct verify_source *s = make(pe.uri, "", "", TSL_BASE, "(mail=%s)", 3000);
     struct addr a[3];
     struct res r[3];
-    memset(r, 0, sizeof r);
-    for (int i = 0; i < 3; i++) {
-        addr_set(&a[i], "bob@example.test");
-        s->lookup(s, &a[i].p, on_done, &r[i]);
-    }
+    lookup_n(s, a, r, 3, "bob@example.test", on_done);
     assert_true(run_until(r, 3, 2000));
-    for (int i = 0; i < 3; i++) {
-        assert_int_equal(r[i].called, 1);
-        assert_int_equal(r[i].a, VERIFY_TEMPFAIL);
-    }
+    expect_all(r, 3, VERIFY_TEMPFAIL);
     s->free(s);
     tsl_peer_stop(&pe);
     char *log = read_log();
@@ -692,10 +687,7 @@ static void test_server_not_reading(void **state)
     }
     assert_true(n < MAX);
     assert_true(run_until(r, (size_t)n, 2000));
-    for (int i = 0; i < n; i++) {
-        assert_int_equal(r[i].called, 1);
-        assert_int_equal(r[i].a, VERIFY_TEMPFAIL);
-    }
+    expect_all(r, (size_t)n, VERIFY_TEMPFAIL);
     char *log = read_log();
     assert_non_null(strstr(log, "\"error\":\"the server does not read its requests\""));
     free(log);
@@ -715,31 +707,19 @@ static void test_free_pending(void **state)
     struct verify_source *s = make(pe.uri, "", "", TSL_BASE, "(mail=%s)", 3000);
     struct addr a[5];
     struct res r[5];
-    memset(r, 0, sizeof r);
-    for (int i = 0; i < 5; i++) {
-        addr_set(&a[i], "bob@example.test");
-        s->lookup(s, &a[i].p, on_done, &r[i]);
-    }
+    lookup_n(s, a, r, 5, "bob@example.test", on_done);
     run_for(50);
     assert_int_equal(pe.nconns, 1);
     s->free(s);
-    for (int i = 0; i < 5; i++) {
-        assert_int_equal(r[i].called, 1);
-        assert_int_equal(r[i].a, VERIFY_TEMPFAIL);
-    }
+    expect_all(r, 5, VERIFY_TEMPFAIL);
     run_for(20);
     tsl_peer_stop(&pe);
     /* Searches in flight on slapd, sent but not answered yet. */
     s = make_root("(mail=%s)");
     assert_int_equal(ask(s, "bob@example.test"), VERIFY_EXISTS);
-    memset(r, 0, sizeof r);
-    for (int i = 0; i < 5; i++)
-        s->lookup(s, &a[i].p, on_done, &r[i]);
+    lookup_n(s, a, r, 5, "bob@example.test", on_done);
     s->free(s);
-    for (int i = 0; i < 5; i++) {
-        assert_int_equal(r[i].called, 1);
-        assert_int_equal(r[i].a, VERIFY_TEMPFAIL);
-    }
+    expect_all(r, 5, VERIFY_TEMPFAIL);
     run_for(20);
     for (int i = 0; i < 5; i++)
         assert_int_equal(r[i].called, 1);
@@ -794,11 +774,7 @@ static void test_free_from_done(void **state)
     freeing_src = make_root("(mail=%s)");
     struct addr a[4];
     struct res r[4];
-    memset(r, 0, sizeof r);
-    for (int i = 0; i < 4; i++) {
-        addr_set(&a[i], "bob@example.test");
-        freeing_src->lookup(freeing_src, &a[i].p, free_on_done, &r[i]);
-    }
+    lookup_n(freeing_src, a, r, 4, "bob@example.test", free_on_done);
     assert_true(run_until(r, 4, 3000));
     assert_null(freeing_src);
     int exists = 0;

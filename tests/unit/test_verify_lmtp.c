@@ -20,9 +20,11 @@
 #include <cmocka.h>
 #include <event2/event.h>
 
+#include "clock.h"
 #include "log.h"
 #include "smtp_addr.h"
 #include "support/lmtp_peer.h"
+#include "support/peer.h"
 #include "verify_sources.h"
 
 #define EXISTS VERIFY_EXISTS
@@ -102,7 +104,7 @@ static void test_sink_answers(void **state)
         if (got != sink_cases[i].want)
             fail_msg("case %zu (%s %s): answer %d, want %d", i, sink_cases[i].opt[0], sink_cases[i].opt[1], got,
                      sink_cases[i].want);
-        lmtp_peer_run_for(base, 200);
+        tp_run_for(base, 200);
         int sess, quit;
         /* the readiness check is session 1; the probe's connection ends as session 2 */
         lmtp_sink_counters(&s, sink_cases[i].closed ? 2 : 1, &sess, &quit);
@@ -142,7 +144,7 @@ static void test_sink_reuse(void **state)
         int sess, quit;
         lmtp_sink_counters(&s, 1 + cases[i].conns, &sess, &quit);
         assert_int_equal(sess, 1 + cases[i].conns);
-        lmtp_peer_run_for(base, 200);
+        tp_run_for(base, 200);
         lmtp_sink_counters(&s, 0, &sess, &quit);
         assert_int_equal(sess, 1 + cases[i].conns);
         assert_int_equal(quit, cases[i].quit);
@@ -198,16 +200,16 @@ static void test_unusable_targets(void **state)
 {
     (void)state;
     char closed[32], tmpl[64];
-    snprintf(closed, sizeof closed, "127.0.0.1:%d", lmtp_peer_free_port());
+    snprintf(closed, sizeof closed, "127.0.0.1:%d", tp_free_port());
     snprintf(tmpl, sizeof tmpl, "unix:/tmp/lmtp-absent-%d.sock", (int)getpid());
     const char *targets[] = { closed, tmpl, "unix:", "127.0.0.1:0", "127.0.0.1:99999", "[::1", ":24" };
     struct event_base *base = lmtp_peer_base_new();
     for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
         struct verify_source *src = src_new(base, targets[i], 2000);
-        long long t0 = lmtp_peer_now_ms();
+        long long t0 = clock_mono_ms();
         if (lmtp_ask(base, src, "<bob@example.test>") != TEMPFAIL)
             fail_msg("target %s: not TEMPFAIL", targets[i]);
-        assert_true(lmtp_peer_now_ms() - t0 < 1000);   /* a failure, not the timeout */
+        assert_true(clock_mono_ms() - t0 < 1000);   /* a failure, not the timeout */
         src->free(src);
     }
     lmtp_peer_base_free(base);
@@ -224,16 +226,16 @@ static void test_silent_server(void **state)
     struct smtp_path p;
     lmtp_path(&p, "<bob@example.test>");
     struct lmtp_ans a = { 0 };
-    long long t0 = lmtp_peer_now_ms();
+    long long t0 = clock_mono_ms();
     src->lookup(src, &p, lmtp_ans_cb, &a);
     lmtp_wait_answers(base, &a, 1);
     assert_int_equal(a.a, TEMPFAIL);
     long long elapsed = a.at - t0;
     assert_true(elapsed >= 300);
     assert_true(elapsed < 1500);
-    assert_true(lmtp_peer_wait_count(base, &rsp.eofs, 1));
+    assert_true(tp_run_count(base, &rsp.eofs, 1, 4000));
     assert_int_equal(rsp.conns, 1);
-    lmtp_peer_run_for(base, 100);
+    tp_run_for(base, 100);
     assert_int_equal(a.n, 1);
     src->free(src);
     smtp_path_clear(&p);
@@ -259,11 +261,11 @@ static void test_silent_rset(void **state)
         struct lmtp_rsp rsp = { .rcpt = cases[i].rcpt, .rset = "" };
         lmtp_rsp_start(&rsp, base);
         struct verify_source *src = src_new(base, rsp.target, 300);
-        long long t0 = lmtp_peer_now_ms();
+        long long t0 = clock_mono_ms();
         assert_int_equal(lmtp_ask(base, src, "<bob@example.test>"), cases[i].want);
-        long long elapsed = lmtp_peer_now_ms() - t0;
+        long long elapsed = clock_mono_ms() - t0;
         assert_true(elapsed >= 300 && elapsed < 1500);
-        assert_true(lmtp_peer_wait_count(base, &rsp.eofs, 1));
+        assert_true(tp_run_count(base, &rsp.eofs, 1, 4000));
         src->free(src);
         lmtp_rsp_stop(&rsp);
         lmtp_peer_base_free(base);
@@ -282,10 +284,10 @@ static void test_queue_cap_and_timeout(void **state)
     lmtp_path(&p, "<bob@example.test>");
     struct lmtp_ans a[17];
     memset(a, 0, sizeof a);
-    long long t0 = lmtp_peer_now_ms();
+    long long t0 = clock_mono_ms();
     for (int i = 0; i < 17; i++)
         src->lookup(src, &p, lmtp_ans_cb, &a[i]);
-    lmtp_peer_run_for(base, 300);
+    tp_run_for(base, 300);
     assert_int_equal(rsp.conns, 16);
     for (int i = 0; i < 17; i++)
         assert_int_equal(a[i].n, 0);
@@ -319,8 +321,8 @@ static void test_queue_fifo(void **state)
         src->lookup(src, &p, lmtp_ans_cb, &stuck[i]);
     src->lookup(src, &p, lmtp_ans_cb, &q1);
     src->lookup(src, &p, lmtp_ans_cb, &q2);
-    assert_true(lmtp_peer_wait_count(base, &rsp.conns, 16));
-    lmtp_peer_run_for(base, 50);
+    assert_true(tp_run_count(base, &rsp.conns, 16, 4000));
+    tp_run_for(base, 50);
     rsp.greeting = NULL;        /* connections from now on are served */
     lmtp_rsp_close_one(&rsp);
     lmtp_wait_answers(base, &q2, 1);
@@ -368,7 +370,7 @@ static void test_parallel(void **state)
         assert_int_equal(a[i].a, EXISTS);
     }
     /* 16 connections served the 40 probes; 8 of them stay idle, 8 were closed with QUIT */
-    lmtp_peer_run_for(base, 200);
+    tp_run_for(base, 200);
     int sess, quit;
     lmtp_sink_counters(&s, 1 + 8, &sess, &quit);
     assert_int_equal(sess, 1 + 8);
@@ -407,7 +409,7 @@ static void test_free_pending(void **state)
     for (int i = 0; i < 18; i++)            /* 16 on connections, 2 queued */
         silent->lookup(silent, &p, lmtp_ans_cb, &a[i]);
     slow->lookup(slow, &p, lmtp_ans_cb, &b);    /* waiting for its RCPT reply */
-    lmtp_peer_run_for(base, 300);
+    tp_run_for(base, 300);
     assert_int_equal(rsp.conns, 16);
     assert_int_equal(b.n, 0);
     silent->free(silent);
@@ -420,7 +422,7 @@ static void test_free_pending(void **state)
     assert_int_equal(again.a, TEMPFAIL);
     assert_int_equal(b.n, 1);
     assert_int_equal(b.a, TEMPFAIL);
-    assert_true(lmtp_peer_wait_count(base, &rsp.eofs, 16));
+    assert_true(tp_run_count(base, &rsp.eofs, 16, 4000));
     int sess, quit;
     lmtp_sink_counters(&s, 2, &sess, &quit);
     assert_int_equal(sess, 2);
@@ -463,10 +465,10 @@ static void test_callbacks_reenter(void **state)
     assert_int_equal(first.a, EXISTS);
     assert_int_equal(stuck.n, 1);
     assert_int_equal(stuck.a, TEMPFAIL);    /* from inside free, long before its timeout */
-    lmtp_peer_run_for(base, 100);
+    tp_run_for(base, 100);
     assert_int_equal(first.n, 1);
     assert_int_equal(stuck.n, 1);
-    assert_true(lmtp_peer_wait_count(base, &rsp.eofs, 1));
+    assert_true(tp_run_count(base, &rsp.eofs, 1, 4000));
 
     src = verify_lmtp_new(base, split_target, targets, "probe.test", 3000);
     struct lmtp_ans next = { 0 };
@@ -500,13 +502,13 @@ static void test_idle_server_gone(void **state)
         lmtp_rsp_start(&rsp, base);
         struct verify_source *src = src_new(base, rsp.target, 2000);
         assert_int_equal(lmtp_ask(base, src, "<bob@example.test>"), EXISTS);
-        lmtp_peer_run_for(base, 50);
+        tp_run_for(base, 50);
         if (mode == 0) {
             lmtp_rsp_say(&rsp, "421 4.3.2 Shutting down\r\n");
-            assert_true(lmtp_peer_wait_count(base, &rsp.eofs, 1));    /* the client hung up */
+            assert_true(tp_run_count(base, &rsp.eofs, 1, 4000));    /* the client hung up */
         } else {
             lmtp_rsp_close_all(&rsp);
-            lmtp_peer_run_for(base, 100);
+            tp_run_for(base, 100);
         }
         assert_int_equal(lmtp_ask(base, src, "<carol@example.test>"), EXISTS);
         assert_int_equal(rsp.conns, 2);
@@ -550,10 +552,9 @@ static void test_idle_expiry(void **state)
     lmtp_rsp_start(&rsp, base);
     struct verify_source *src = src_new(base, rsp.target, 2000);
     assert_int_equal(lmtp_ask(base, src, "<bob@example.test>"), EXISTS);
-    long long t0 = lmtp_peer_now_ms();
-    while (rsp.quits == 0 && lmtp_peer_now_ms() - t0 < 32000)
-        lmtp_peer_run_for(base, 100);
-    long long idle = lmtp_peer_now_ms() - t0;
+    long long t0 = clock_mono_ms();
+    tp_run_count(base, &rsp.quits, 1, 32000);
+    long long idle = clock_mono_ms() - t0;
     assert_int_equal(rsp.quits, 1);
     assert_true(idle >= 29900 && idle < 31000);
     const char *cmds = buf_cstr(&rsp.cmds);
@@ -598,7 +599,7 @@ static void test_wire(void **state)
         struct verify_source *src = src_new(base, rsp.target, 2000);
         if (lmtp_ask(base, src, wire_cases[i].addr) != wire_cases[i].want)
             fail_msg("case %zu: wrong answer", i);
-        lmtp_peer_run_for(base, 50);
+        tp_run_for(base, 50);
         assert_string_equal(buf_cstr(&rsp.cmds), wire_cases[i].wire);
         if (wire_cases[i].want == EXISTS && rsp.mail_pipelined != wire_cases[i].pipelined)
             fail_msg("case %zu: pipelined %d", i, rsp.mail_pipelined);
@@ -667,15 +668,15 @@ static void test_replies(void **state)
         }
         lmtp_rsp_start(&rsp, base);
         struct verify_source *src = src_new(base, rsp.target, 2000);
-        long long t0 = lmtp_peer_now_ms();
+        long long t0 = clock_mono_ms();
         enum verify_answer got = lmtp_ask(base, src, "<bob@example.test>");
         if (got != want)
             fail_msg("case %zu: answer %d, want %d", i, got, want);
-        assert_true(lmtp_peer_now_ms() - t0 < 1000);
+        assert_true(clock_mono_ms() - t0 < 1000);
         if (closed)
-            assert_true(lmtp_peer_wait_count(base, &rsp.eofs, 1));
+            assert_true(tp_run_count(base, &rsp.eofs, 1, 4000));
         else
-            lmtp_peer_run_for(base, 100);
+            tp_run_for(base, 100);
         if (rsp.eofs != (closed ? 1 : 0))
             fail_msg("case %zu: %d connections closed by the client", i, rsp.eofs);
         src->free(src);
@@ -695,7 +696,7 @@ static void test_log(void **state)
     log_init("test", LOG_WARN, fd);
     struct event_base *base = lmtp_peer_base_new();
     char closed[32];
-    snprintf(closed, sizeof closed, "127.0.0.1:%d", lmtp_peer_free_port());
+    snprintf(closed, sizeof closed, "127.0.0.1:%d", tp_free_port());
     struct verify_source *src = src_new(base, closed, 2000);
     assert_int_equal(lmtp_ask(base, src, "<bob@example.test>"), TEMPFAIL);
     src->free(src);

@@ -23,9 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,6 +34,7 @@
 #include "clock.h"
 #include "log.h"
 #include "support/http_server.h"
+#include "support/peer.h"
 #include "verify_sources.h"
 
 static char tmpdir[64];             /* mkdtemp: www/ (served) and the servers' output */
@@ -48,20 +46,13 @@ static struct event_base *base;
 /* Runs the loop until *count reaches want or ms have passed; returns whether it did. */
 static bool run_until(const int *count, int want, long long ms)
 {
-    long long end = clock_mono_ms() + ms;
-    while (*count < want && clock_mono_ms() < end) {
-        struct timeval tv = { 0, 5000 };
-        event_base_loopexit(base, &tv);
-        event_base_dispatch(base);
-    }
-    return *count >= want;
+    return tp_run_count(base, count, want, ms);
 }
 
 /* Runs the loop for ms, whatever happens. */
 static void run_for(long long ms)
 {
-    int never = 0;
-    run_until(&never, 1, ms);
+    tp_run_for(base, ms);
 }
 
 /* What one lookup heard: how often done was called, the last answer and when. */
@@ -159,13 +150,7 @@ static void www_make(const char *rel)
 static void cleanup_at_exit(void)
 {
     http_py_stop(&py);
-    if (tmpdir[0] != '\0') {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", tmpdir);
-        tmpdir[0] = '\0';
-    }
+    tp_cleanup(NULL, tmpdir);
     curl_global_cleanup();
 }
 
@@ -545,15 +530,10 @@ static void test_timeout_never_accepted(void **state)
 {
     (void)state;
     /* the kernel completes the handshake into the backlog; nobody ever accepts */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(listen(fd, 16), 0);
-    socklen_t len = sizeof sa;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    int port;
+    int fd = tp_tcp_listen(16, 0, &port);
     char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", ntohs(sa.sin_port));
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
     check_timeout(url);
     close(fd);
 }

@@ -9,11 +9,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include <cmocka.h>
 #include <event2/event.h>
 
+#include "support/peer.h"
 #include "workq.h"
 
 /* One job's input, output, and where its two halves ran. */
@@ -180,8 +180,7 @@ static void gated_work(void *p)
 static void *release_later(void *p)
 {
     struct shared *sh = p;
-    struct timespec ts = { 0, 200 * 1000 * 1000 };
-    nanosleep(&ts, NULL);
+    tp_sleep_ms(200);
     pthread_mutex_lock(&sh->mu);
     sh->released = true;
     pthread_cond_broadcast(&sh->cv);

@@ -15,7 +15,5 @@
 int tdm_start(const char *const *args);
 /* Kills it (also done at exit). */
 void tdm_stop(void);
-/* A loopback port that is free for both UDP and TCP right now. */
-int tdm_free_port(void);
 
 #endif

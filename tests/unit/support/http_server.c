@@ -3,21 +3,13 @@
  */
 #include "http_server.h"
 
-#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -26,7 +18,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-#include "clock.h"
+#include "peer.h"
 
 /* ---- python http.server ---- */
 
@@ -36,37 +28,9 @@ static bool exit_handler_set;
 static void kill_started(void)
 {
     for (size_t i = 0; i < sizeof started / sizeof started[0]; i++) {
-        if (started[i] > 0) {
-            kill(started[i], SIGKILL);
-            waitpid(started[i], NULL, 0);
-            started[i] = 0;
-        }
+        tp_kill_wait(started[i], SIGKILL);
+        started[i] = 0;
     }
-}
-
-int http_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t len = sizeof sa;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-/* A blocking connect to 127.0.0.1:port: the readiness probe (test side, not the code under test). */
-static bool can_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return false;
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    close(fd);
-    return ok;
 }
 
 bool http_py_available(void)
@@ -84,37 +48,25 @@ void http_py_start(struct http_py *s, const char *dir, const char *out)
         atexit(kill_started);
         exit_handler_set = true;
     }
-    s->port = http_free_port();
+    s->port = tp_free_port();
     char port[16];
     snprintf(port, sizeof port, "%d", s->port);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execl(HTTP_PY_BIN, HTTP_PY_BIN, "-m", "http.server", port, "--bind", "127.0.0.1", "--directory", dir,
-              (char *)NULL);
-        _exit(127);
-    }
-    s->pid = pid;
-    started[slot] = pid;
-    long long end = clock_mono_ms() + 10000;
-    while (!can_connect(s->port)) {
-        if (waitpid(pid, NULL, WNOHANG) == pid) {
-            s->pid = -1;
-            started[slot] = 0;
-            fail_msg("http.server on port %d exited; see %s", s->port, out);
-        }
-        assert_true(clock_mono_ms() < end);
-        struct timespec ts = { 0, 10 * 1000000L };
-        nanosleep(&ts, NULL);
+    char *argv[] = { HTTP_PY_BIN, "-m", "http.server", port, "--bind", "127.0.0.1", "--directory", (char *)dir,
+                     NULL };
+    s->pid = tp_spawn(argv, out, NULL);
+    started[slot] = s->pid;
+    struct tp_target t = { .port = s->port };
+    switch (tp_wait_ready(s->pid, tp_accepts, &t, 10000, NULL)) {
+    case TP_READY:
+        break;
+    case TP_EXITED:
+        s->pid = -1;
+        started[slot] = 0;
+        fail_msg("http.server on port %d exited; see %s", s->port, out);
+        break;
+    case TP_TIMEOUT:
+        fail_msg("http.server on port %d did not accept within 10 s; see %s", s->port, out);
+        break;
     }
 }
 
@@ -122,8 +74,7 @@ void http_py_stop(struct http_py *s)
 {
     if (s->pid <= 0)
         return;
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, NULL, 0);
+    tp_kill_wait(s->pid, SIGKILL);
     for (size_t i = 0; i < sizeof started / sizeof started[0]; i++)
         if (started[i] == s->pid)
             started[i] = 0;
@@ -206,13 +157,7 @@ void http_peer_start(struct http_peer *pe, struct event_base *base, const char *
     pe->base = base;
     pe->reply = reply;
     pe->close_after = close_after;
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    pe->lis = evconnlistener_new_bind(base, peer_accept, pe, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 64,
-                                      (struct sockaddr *)&sa, sizeof sa);
-    assert_non_null(pe->lis);
-    socklen_t len = sizeof sa;
-    assert_int_equal(getsockname(evconnlistener_get_fd(pe->lis), (struct sockaddr *)&sa, &len), 0);
-    pe->port = ntohs(sa.sin_port);
+    pe->lis = tp_listen(base, peer_accept, pe, 64, &pe->port);
 }
 
 void http_peer_stop(struct http_peer *pe)

@@ -54,7 +54,4 @@ void http_peer_start(struct http_peer *pe, struct event_base *base, const char *
 /* Closes every connection and the listener. */
 void http_peer_stop(struct http_peer *pe);
 
-/* A loopback TCP port nobody listens on right now. */
-int http_free_port(void);
-
 #endif

@@ -5,9 +5,6 @@
 #include "lmtp_peer.h"
 
 #include <fcntl.h>
-#include <ftw.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <pwd.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -18,12 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -32,7 +25,8 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-#include "log.h"
+#include "clock.h"
+#include "peer.h"
 
 #define SINK "/usr/sbin/smtp-sink"
 #define DOVECOT "/usr/sbin/dovecot"
@@ -44,20 +38,10 @@ static int nchildren;
 
 static void stop_child(pid_t pid)
 {
-    kill(pid, SIGTERM);
-    waitpid(pid, NULL, 0);
+    tp_kill_wait(pid, SIGTERM);
     for (int i = 0; i < nchildren; i++)
         if (children[i] == pid)
             children[i] = 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
 }
 
 static void cleanup(void)
@@ -66,10 +50,7 @@ static void cleanup(void)
         if (children[i] > 0)
             stop_child(children[i]);
     nchildren = 0;
-    if (tmpdir[0] != '\0') {
-        nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-        tmpdir[0] = '\0';
-    }
+    tp_cleanup(NULL, tmpdir);
 }
 
 /* An interrupted run (Ctrl-C, a harness timeout) cleans up too; the servers die with the test
@@ -84,11 +65,8 @@ static void on_signal(int sig)
 int lmtp_peer_setup(void **state)
 {
     (void)state;
-    log_init("test", LOG_CRIT, 2);
-    signal(SIGPIPE, SIG_IGN);
-    strcpy(tmpdir, "/tmp/lmtp_peer.XXXXXX");
     /* Dovecot's and smtp-sink's unprivileged processes must reach into it */
-    if (mkdtemp(tmpdir) == NULL || chmod(tmpdir, 0755) != 0)
+    if (tp_group_setup(tmpdir, "lmtp_peer") != 0)
         return -1;
     static bool registered;
     if (!registered && atexit(cleanup) == 0) {
@@ -106,61 +84,6 @@ int lmtp_peer_teardown(void **state)
     return 0;
 }
 
-int lmtp_peer_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof sin;
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    close(fd);
-    return ntohs(sin.sin_port);
-}
-
-long long lmtp_peer_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void stop_loop(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    event_base_loopbreak(arg);
-}
-
-bool lmtp_peer_run_until(struct event_base *base, bool (*pred)(void *), void *arg, long long ms)
-{
-    long long end = lmtp_peer_now_ms() + ms;
-    struct event *tick = event_new(base, -1, EV_PERSIST, stop_loop, base);
-    struct timeval tv = { 0, 5000 };
-    event_add(tick, &tv);
-    while (!pred(arg) && lmtp_peer_now_ms() < end)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(tick);
-    return pred(arg);
-}
-
-static bool never(void *arg)
-{
-    (void)arg;
-    return false;
-}
-
-void lmtp_peer_run_for(struct event_base *base, long long ms)
-{
-    lmtp_peer_run_until(base, never, NULL, ms);
-}
-
-bool lmtp_peer_wait_count(struct event_base *base, int *counter, int want)
-{
-    for (long long end = lmtp_peer_now_ms() + 4000; *counter < want && lmtp_peer_now_ms() < end;)
-        lmtp_peer_run_for(base, 10);
-    return *counter >= want;
-}
-
 struct event_base *lmtp_peer_base_new(void)
 {
     struct event_config *cfg = event_config_new();
@@ -173,68 +96,37 @@ struct event_base *lmtp_peer_base_new(void)
 
 void lmtp_peer_base_free(struct event_base *base)
 {
-    lmtp_peer_run_for(base, 20);
+    tp_run_for(base, 20);
     event_base_free(base);
 }
 
-/* Forks argv[0] with stdout and stderr into out (if not NULL), dying with the test. */
+/* Starts argv with stdout and stderr into out (if not NULL), and tracks it for cleanup(). */
 static pid_t spawn(const char *const *argv, const char *out)
 {
     assert_true(nchildren < MAX_CHILDREN);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(out != NULL ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
+    pid_t pid = tp_spawn((char *const *)argv, out, NULL);
     children[nchildren++] = pid;
     return pid;
 }
 
-/* Whether something accepts connections at "127.0.0.1:PORT" or "unix:PATH". */
-static bool accepts(const char *target)
-{
-    struct sockaddr_storage ss;
-    socklen_t len;
-    memset(&ss, 0, sizeof ss);
-    if (strncmp(target, "unix:", 5) == 0) {
-        struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
-        sun->sun_family = AF_UNIX;
-        snprintf(sun->sun_path, sizeof sun->sun_path, "%s", target + 5);
-        len = sizeof *sun;
-    } else {
-        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-        sin->sin_family = AF_INET;
-        sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        sin->sin_port = htons((uint16_t)atoi(strchr(target, ':') + 1));
-        len = sizeof *sin;
-    }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool ok = connect(fd, (struct sockaddr *)&ss, len) == 0;
-    close(fd);
-    return ok;
-}
-
-/* Waits up to ms for target to accept while pid runs. */
+/* Waits up to ms for target ("127.0.0.1:PORT" or "unix:PATH") to accept while pid runs. */
 static bool wait_accepts(pid_t pid, const char *target, long long ms)
 {
-    long long end = lmtp_peer_now_ms() + ms;
-    while (lmtp_peer_now_ms() < end) {
-        if (waitpid(pid, NULL, WNOHANG) == pid) {
-            for (int i = 0; i < nchildren; i++)
-                if (children[i] == pid)
-                    children[i] = 0;
-            return false;
-        }
-        if (accepts(target))
-            return true;
-        usleep(10000);
+    struct tp_target t = { 0 };
+    if (strncmp(target, "unix:", 5) == 0)
+        t.path = target + 5;
+    else
+        t.port = atoi(strchr(target, ':') + 1);
+    switch (tp_wait_ready(pid, tp_accepts, &t, ms, NULL)) {
+    case TP_READY:
+        return true;
+    case TP_EXITED:
+        for (int i = 0; i < nchildren; i++)
+            if (children[i] == pid)
+                children[i] = 0;
+        return false;
+    case TP_TIMEOUT:
+        break;
     }
     return false;
 }
@@ -251,7 +143,7 @@ void lmtp_sink_start(struct lmtp_sink *s, bool unix_socket, ...)
     if (unix_socket)
         snprintf(s->target, sizeof s->target, "unix:%s/sink%d.sock", tmpdir, seq);
     else
-        snprintf(s->target, sizeof s->target, "127.0.0.1:%d", lmtp_peer_free_port());
+        snprintf(s->target, sizeof s->target, "127.0.0.1:%d", tp_free_port());
     argv[n++] = SINK;
     if (geteuid() == 0) {   /* smtp-sink refuses to keep root privileges */
         assert_non_null(getpwnam("postfix"));
@@ -297,7 +189,7 @@ void lmtp_sink_counters(struct lmtp_sink *s, int want, int *sess, int *quit)
             sscanf(last, "sess=%d quit=%d", sess, quit);
         if (*sess >= want)
             return;
-        usleep(10000);
+        tp_sleep_ms(10);
     }
 }
 
@@ -328,7 +220,7 @@ void lmtp_dovecot_start(struct lmtp_dovecot *d, const char *users)
     free(list);
     fclose(f);
 
-    int port = lmtp_peer_free_port();
+    int port = tp_free_port();
     snprintf(d->target, sizeof d->target, "127.0.0.1:%d", port);
     char conf[200];
     snprintf(conf, sizeof conf, "%s/dovecot.conf", dir);
@@ -469,13 +361,9 @@ void lmtp_rsp_start(struct lmtp_rsp *rsp, struct event_base *base)
 {
     rsp->base = base;
     buf_init(&rsp->cmds);
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    rsp->lst = evconnlistener_new_bind(base, rsp_accept_cb, rsp, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 64,
-                                       (struct sockaddr *)&sin, sizeof sin);
-    assert_non_null(rsp->lst);
-    socklen_t len = sizeof sin;
-    assert_int_equal(getsockname(evconnlistener_get_fd(rsp->lst), (struct sockaddr *)&sin, &len), 0);
-    snprintf(rsp->target, sizeof rsp->target, "127.0.0.1:%d", ntohs(sin.sin_port));
+    int port;
+    rsp->lst = tp_listen(base, rsp_accept_cb, rsp, 64, &port);
+    snprintf(rsp->target, sizeof rsp->target, "127.0.0.1:%d", port);
 }
 
 void lmtp_rsp_close_all(struct lmtp_rsp *rsp)
@@ -519,7 +407,7 @@ void lmtp_ans_cb(enum verify_answer a, void *arg)
     struct lmtp_ans *r = arg;
     r->n++;
     r->a = a;
-    r->at = lmtp_peer_now_ms();
+    r->at = clock_mono_ms();
     r->seq = ++answers;
     if (r->again_src != NULL)
         r->again_src->lookup(r->again_src, r->again_path, lmtp_ans_cb, r->again_ans);
@@ -535,24 +423,9 @@ void lmtp_path(struct smtp_path *p, const char *s)
     assert_int_equal(smtp_path_parse(s, strlen(s), &lim, true, false, p, &used), SMTP_ADDR_OK);
 }
 
-struct all_arg {
-    struct lmtp_ans *a;
-    size_t n;
-};
-
-static bool all_answered(void *arg)
-{
-    struct all_arg *x = arg;
-    for (size_t i = 0; i < x->n; i++)
-        if (x->a[i].n == 0)
-            return false;
-    return true;
-}
-
 void lmtp_wait_answers(struct event_base *base, struct lmtp_ans *a, size_t n)
 {
-    struct all_arg x = { a, n };
-    assert_true(lmtp_peer_run_until(base, all_answered, &x, 8000));
+    assert_int_equal(tp_run_all(base, a, n, sizeof *a, offsetof(struct lmtp_ans, n), 8000), n);
 }
 
 enum verify_answer lmtp_ask(struct event_base *base, struct verify_source *src, const char *addr)
@@ -562,7 +435,7 @@ enum verify_answer lmtp_ask(struct event_base *base, struct verify_source *src, 
     struct lmtp_ans a = { 0 };
     src->lookup(src, &p, lmtp_ans_cb, &a);
     lmtp_wait_answers(base, &a, 1);
-    lmtp_peer_run_for(base, 20);
+    tp_run_for(base, 20);
     assert_int_equal(a.n, 1);
     smtp_path_clear(&p);
     return a.a;

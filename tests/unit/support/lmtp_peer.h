@@ -34,17 +34,7 @@ int lmtp_peer_setup(void **state);
 /* cmocka group teardown: stops every server still running and removes the directory. */
 int lmtp_peer_teardown(void **state);
 
-/* A loopback TCP port nobody listens on right now. */
-int lmtp_peer_free_port(void);
-/* The monotonic clock in milliseconds. */
-long long lmtp_peer_now_ms(void);
-/* Runs base's loop until pred(arg) holds or ms have passed; returns pred(arg). */
-bool lmtp_peer_run_until(struct event_base *base, bool (*pred)(void *), void *arg, long long ms);
-/* Runs base's loop for ms. */
-void lmtp_peer_run_for(struct event_base *base, long long ms);
-/* Runs base's loop until *counter reaches want (4 s at most); false if it does not. */
-bool lmtp_peer_wait_count(struct event_base *base, int *counter, int want);
-/* A loop whose timers use the precise monotonic clock (the one lmtp_peer_now_ms reads), so that
+/* A loop whose timers use the precise monotonic clock (the one clock_mono_ms() reads), so that
  * a timeout can be checked to the millisecond. */
 struct event_base *lmtp_peer_base_new(void);
 /* Lets deferred callbacks still queued (a closed bufferevent's last events, which hold a
@@ -126,7 +116,7 @@ void lmtp_rsp_close_one(struct lmtp_rsp *rsp);
 struct lmtp_ans {
     int n;                              /* calls */
     enum verify_answer a;
-    long long at;                       /* when, lmtp_peer_now_ms() */
+    long long at;                       /* when, clock_mono_ms() */
     int seq;                            /* order among all answers */
     struct verify_source *free_src;     /* free this source from the callback */
     struct verify_source *again_src;    /* look again from the callback... */

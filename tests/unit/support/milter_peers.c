@@ -12,8 +12,6 @@
 #include "milter_peers.h"
 
 #include <dirent.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -21,12 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -36,7 +31,8 @@
 #include <event2/listener.h>
 #include <libmilter/mfapi.h>
 
-#include "log.h"
+#include "clock.h"
+#include "peer.h"
 
 const char milter_peers_eicar[] = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 const char milter_peers_gtube[] = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
@@ -51,19 +47,7 @@ static char spamass_spec[64], clamav_spec[64];
 int milter_peers_setup(void **state)
 {
     (void)state;
-    log_init("test", LOG_CRIT, 2);
-    signal(SIGPIPE, SIG_IGN);
-    strcpy(tmpdir, "/tmp/milter_peers.XXXXXX");
-    if (mkdtemp(tmpdir) == NULL || chmod(tmpdir, 0755) != 0)
-        return -1;
-    return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    remove(path);
-    return 0;
+    return tp_group_setup(tmpdir, "milter_peers");
 }
 
 /* SIGTERM to every process at once, a second to exit, then SIGKILL: spamd and clamd exit at once
@@ -72,48 +56,27 @@ int milter_peers_teardown(void **state)
 {
     (void)state;
     for (int i = 0; i < nprocs; i++)
-        kill(procs[i], SIGTERM);
-    long long end = milter_peers_ms() + 1000;
-    for (int left = nprocs; left > 0 && milter_peers_ms() < end;) {
+        if (procs[i] > 0)
+            kill(procs[i], SIGTERM);
+    long long end = clock_mono_ms() + 1000;
+    for (int left = nprocs; left > 0 && clock_mono_ms() < end;) {
         left = 0;
         for (int i = 0; i < nprocs; i++) {
             if (procs[i] > 0 && waitpid(procs[i], NULL, WNOHANG) == procs[i])
                 procs[i] = 0;
             left += procs[i] > 0;
         }
-        usleep(10000);
+        tp_sleep_ms(10);
     }
-    for (int i = 0; i < nprocs; i++) {
-        if (procs[i] > 0) {
-            kill(procs[i], SIGKILL);
-            waitpid(procs[i], NULL, 0);
-        }
-    }
+    for (int i = 0; i < nprocs; i++)
+        tp_kill_wait(procs[i], SIGKILL);
     nprocs = 0;
     spamass_spec[0] = clamav_spec[0] = '\0';
     if (getenv("MILTER_PEERS_KEEP") != NULL)
         fprintf(stderr, "milter_peers: kept %s\n", tmpdir);
     else
-        nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        tp_rmtree(tmpdir);
     return 0;
-}
-
-int milter_peers_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof sin;
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    close(fd);
-    return ntohs(sin.sin_port);
-}
-
-long long milter_peers_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int milter_peers_fds(void)
@@ -128,41 +91,7 @@ int milter_peers_fds(void)
     return n - 1;   /* the directory's own fd */
 }
 
-int milter_peers_run(struct event_base *base, const int *flag, long long ms)
-{
-    long long end = milter_peers_ms() + ms;
-    while (*flag == 0 && milter_peers_ms() < end) {
-        struct timeval tv = { 0, 5000 };
-        event_base_loopexit(base, &tv);
-        event_base_dispatch(base);
-    }
-    return *flag;
-}
-
-void milter_peers_spin(struct event_base *base, long long ms)
-{
-    int never = 0;
-    milter_peers_run(base, &never, ms);
-}
-
 /* ---- processes ---- */
-
-/* Starts argv with stdout and stderr into out (or stdout into out and stderr into err). */
-static pid_t spawn(const char *out, const char *err, char *const argv[])
-{
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int efd = err != NULL ? open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644) : fd;
-        dup2(fd, 1);
-        dup2(efd, 2);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
 
 static void track(pid_t pid)
 {
@@ -170,72 +99,60 @@ static void track(pid_t pid)
     procs[nprocs++] = pid;
 }
 
-/* Fails the test when pid has exited; its output file is named in the message. */
-static void still_running(pid_t pid, const char *what, const char *out)
-{
-    int st;
-    if (waitpid(pid, &st, WNOHANG) == pid)
-        fail_msg("%s exited (status 0x%x); see %s", what, st, out);
-}
+/* A readiness probe: where to connect, what to send (NULL: connecting is enough) and what the
+ * answer must contain. */
+struct probe {
+    struct tp_target at;
+    const char *query;
+    const char *want;
+};
 
-/* Connects to 127.0.0.1:port (or a unix socket path); -1 when refused. */
-static int dial(int port, const char *path)
+/* Sends the query and reads the answer (2 s at most); whether it contains want. */
+static bool ask(void *arg)
 {
-    int fd;
-    if (path != NULL) {
-        struct sockaddr_un sun = { .sun_family = AF_UNIX };
-        snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
-        fd = socket(AF_UNIX, SOCK_STREAM, 0);
-        if (connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0)
-            return fd;
-    } else {
-        struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (connect(fd, (struct sockaddr *)&sin, sizeof sin) == 0)
-            return fd;
-    }
-    close(fd);
-    return -1;
-}
-
-/* Sends ask and reads the answer (2 s at most); true when it contains want. */
-static bool ask(int port, const char *path, const char *query, const char *want)
-{
-    int fd = dial(port, path);
+    const struct probe *pr = arg;
+    int fd = tp_connect(&pr->at);
     if (fd < 0)
         return false;
     struct timeval tv = { 2, 0 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     char got[256] = "";
     size_t n = 0;
-    if (query != NULL && write(fd, query, strlen(query)) == (ssize_t)strlen(query)) {
+    if (pr->query != NULL && write(fd, pr->query, strlen(pr->query)) == (ssize_t)strlen(pr->query)) {
         ssize_t r;
         while (n < sizeof got - 1 && (r = read(fd, got + n, sizeof got - 1 - n)) > 0)
             n += (size_t)r;
         got[n] = '\0';
     }
     close(fd);
-    return query == NULL || strstr(got, want) != NULL;
+    return pr->query == NULL || strstr(got, pr->want) != NULL;
 }
 
-/* Waits up to ms for ask() to succeed, failing the test if the process dies or time runs out. */
+/* Waits up to ms for the probe to succeed, failing the test if the process dies or time runs out. */
 static void await(pid_t pid, const char *what, const char *out, int port, const char *path, const char *query,
                   const char *want, long long ms)
 {
-    long long end = milter_peers_ms() + ms;
-    while (!ask(port, path, query, want)) {
-        still_running(pid, what, out);
-        if (milter_peers_ms() > end)
-            fail_msg("%s did not start in %lld ms; see %s", what, ms, out);
-        usleep(20000);
+    struct probe pr = { { port, path }, query, want };
+    int st = 0;
+    switch (tp_wait_ready(pid, ask, &pr, ms, &st)) {
+    case TP_READY:
+        break;
+    case TP_EXITED:
+        for (int i = 0; i < nprocs; i++)
+            if (procs[i] == pid)
+                procs[i] = 0;
+        fail_msg("%s exited (status 0x%x); see %s", what, st, out);
+        break;
+    case TP_TIMEOUT:
+        fail_msg("%s did not start in %lld ms; see %s", what, ms, out);
+        break;
     }
 }
 
 void milter_peers_spamass(char spec[64])
 {
     if (spamass_spec[0] == '\0') {
-        int sport = milter_peers_free_port(), mport = milter_peers_free_port();
+        int sport = tp_free_port(), mport = tp_free_port();
         char listen[64], pidfile[128], out[128], sock[64], port[16];
         snprintf(listen, sizeof listen, "--listen=127.0.0.1:%d", sport);
         snprintf(pidfile, sizeof pidfile, "--pidfile=%s/spamd.pid", tmpdir);
@@ -243,14 +160,14 @@ void milter_peers_spamass(char spec[64])
         /* -L: local tests only, no DNS; -x: no per-user configuration */
         char *sa[] = { "spamd", listen, "-L", "-x", "-m", "2", "--min-children=1", "-s", "stderr", pidfile,
                        geteuid() == 0 ? "-u" : NULL, "nobody", NULL };
-        pid_t pid = spawn(out, NULL, sa);
+        pid_t pid = tp_spawn(sa, out, NULL);
         track(pid);
         await(pid, "spamd", out, sport, NULL, "PING SPAMC/1.5\r\n\r\n", "PONG", 30000);
         snprintf(sock, sizeof sock, "inet:%d@127.0.0.1", mport);
         snprintf(port, sizeof port, "%d", sport);
         snprintf(out, sizeof out, "%s/spamass-milter.log", tmpdir);
         char *sm[] = { "spamass-milter", "-p", sock, "-r", "5", "--", "-d", "127.0.0.1", "-p", port, NULL };
-        pid = spawn(out, NULL, sm);
+        pid = tp_spawn(sm, out, NULL);
         track(pid);
         await(pid, "spamass-milter", out, mport, NULL, NULL, NULL, 10000);
         snprintf(spamass_spec, sizeof spamass_spec, "%s", sock);
@@ -261,12 +178,22 @@ void milter_peers_spamass(char spec[64])
 /* Writes text into DIR/name. */
 static void write_file(const char *name, const char *text)
 {
-    char path[160];
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
+    tp_write_file(tmpdir, name, text, strlen(text));
+}
+
+/* Writes conf into DIR/NAME.conf and starts "NAME -c DIR/NAME.conf" (tracked), its output into
+ * out = DIR/NAME.out. */
+static pid_t start_conf(const char *name, const char *conf, char out[160])
+{
+    char file[64], path[160];
+    snprintf(file, sizeof file, "%s.conf", name);
+    write_file(file, conf);
+    snprintf(path, sizeof path, "%s/%s", tmpdir, file);
+    snprintf(out, 160, "%s/%s.out", tmpdir, name);
+    char *argv[] = { (char *)name, "-c", path, NULL };
+    pid_t pid = tp_spawn(argv, out, NULL);
+    track(pid);
+    return pid;
 }
 
 void milter_peers_clamav(char spec[64])
@@ -281,7 +208,7 @@ void milter_peers_clamav(char spec[64])
         snprintf(out, sizeof out, "%s/sigtool.err", tmpdir);
         snprintf(cmd, sizeof cmd, "%s/eicar.txt", tmpdir);
         char *st[] = { "sigtool", "--md5", cmd, NULL };
-        pid_t pid = spawn(path, out, st);
+        pid_t pid = tp_spawn(st, path, out);
         int status;
         assert_int_equal(waitpid(pid, &status, 0), pid);
         assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -291,27 +218,17 @@ void milter_peers_clamav(char spec[64])
                  "LocalSocket %s/clamd.sock\nDatabaseDirectory %s\nForeground yes\n%sLogFile %s/clamd.log\n"
                  "PidFile %s/clamd.pid\nTemporaryDirectory %s\n",
                  tmpdir, db, user, tmpdir, tmpdir, tmpdir);
-        write_file("clamd.conf", conf);
-        snprintf(path, sizeof path, "%s/clamd.conf", tmpdir);
-        snprintf(out, sizeof out, "%s/clamd.out", tmpdir);
-        char *cd[] = { "clamd", "-c", path, NULL };
-        pid = spawn(out, NULL, cd);
-        track(pid);
+        pid = start_conf("clamd", conf, out);
         char sock[160];
         snprintf(sock, sizeof sock, "%s/clamd.sock", tmpdir);
         await(pid, "clamd", out, 0, sock, "PING\n", "PONG", 30000);
 
-        int mport = milter_peers_free_port();
+        int mport = tp_free_port();
         snprintf(conf, sizeof conf,
                  "MilterSocket inet:%d@127.0.0.1\nClamdSocket unix:%s\nOnInfected Reject\nForeground yes\n%s"
                  "LogFile %s/clamav-milter.log\nPidFile %s/clamav-milter.pid\n",
                  mport, sock, user, tmpdir, tmpdir);
-        write_file("clamav-milter.conf", conf);
-        snprintf(path, sizeof path, "%s/clamav-milter.conf", tmpdir);
-        snprintf(out, sizeof out, "%s/clamav-milter.out", tmpdir);
-        char *cm[] = { "clamav-milter", "-c", path, NULL };
-        pid = spawn(out, NULL, cm);
-        track(pid);
+        pid = start_conf("clamav-milter", conf, out);
         await(pid, "clamav-milter", out, mport, NULL, NULL, NULL, 10000);
         snprintf(clamav_spec, sizeof clamav_spec, "inet:%d@127.0.0.1", mport);
     }
@@ -530,12 +447,7 @@ static void peer_accept(struct evconnlistener *l, evutil_socket_t fd, struct soc
 void milter_peer_start(struct milter_peer *p, struct event_base *base)
 {
     p->base = base;
-    p->port = milter_peers_free_port();
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)p->port),
-                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    p->lst = evconnlistener_new_bind(base, peer_accept, p, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
-                                     (struct sockaddr *)&sin, sizeof sin);
-    assert_non_null(p->lst);
+    p->lst = tp_listen(base, peer_accept, p, 16, &p->port);
     p->timer = evtimer_new(base, eom_next, p);
     snprintf(p->spec, sizeof p->spec, "inet:%d@127.0.0.1", p->port);
 }

@@ -35,16 +35,8 @@ int milter_peers_setup(void **state);
  * stderr, when MILTER_PEERS_KEEP is set: the daemons' logs are there). */
 int milter_peers_teardown(void **state);
 
-/* A loopback TCP port nobody listens on right now. */
-int milter_peers_free_port(void);
-/* Monotonic milliseconds. */
-long long milter_peers_ms(void);
 /* Open file descriptors of this process (entries of /proc/self/fd). */
 int milter_peers_fds(void);
-/* Runs base's loop until *flag becomes non-zero or ms pass; returns *flag. */
-int milter_peers_run(struct event_base *base, const int *flag, long long ms);
-/* Runs base's loop for ms. */
-void milter_peers_spin(struct event_base *base, long long ms);
 
 /* ---- real milters ---- */
 

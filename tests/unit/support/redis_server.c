@@ -3,7 +3,6 @@
  */
 #include "redis_server.h"
 
-#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -11,33 +10,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
-#include <event2/event.h>
 
 #include "buf.h"
+#include "peer.h"
 #include "redis.h"
 
 char trs_dir[64];
 char trs_sock[128];
 pid_t trs_pid = -1;
-
-long long trs_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void trs_sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
 
 bool trs_answers(void)
 {
@@ -56,18 +39,13 @@ bool trs_answers(void)
 
 static void cleanup(void)
 {
-    if (trs_pid > 0) {
-        kill(trs_pid, SIGKILL);
-        waitpid(trs_pid, NULL, 0);
-        trs_pid = -1;
-    }
-    if (trs_dir[0] != '\0') {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", trs_dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", trs_dir);
-        trs_dir[0] = '\0';
-    }
+    tp_cleanup(&trs_pid, trs_dir);
+}
+
+static bool answers(void *arg)
+{
+    (void)arg;
+    return trs_answers();
 }
 
 void trs_start(void)
@@ -80,27 +58,15 @@ void trs_start(void)
     }
     char out[160];
     snprintf(out, sizeof out, "%s/redis.out", trs_dir);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", trs_sock,
-               "--dir", trs_dir, "--appendonly", "yes", "--appendfsync", "always",
-               "--no-appendfsync-on-rewrite", "no", "--maxmemory-policy", "noeviction",
-               "--save", "", "--daemonize", "no", (char *)NULL);
-        _exit(127);
-    }
-    trs_pid = pid;
-    long long end = trs_mono_ms() + 5000;
-    while (!trs_answers()) {
-        assert_true(trs_mono_ms() < end);
-        trs_sleep_ms(10);
-    }
+    char *argv[] = { "redis-server", "--port", "0", "--unixsocket", trs_sock, "--dir", trs_dir,
+                     "--appendonly", "yes", "--appendfsync", "always", "--no-appendfsync-on-rewrite", "no",
+                     "--maxmemory-policy", "noeviction", "--save", "", "--daemonize", "no", NULL };
+    trs_pid = tp_spawn(argv, out, NULL);
+    enum tp_wait w = tp_wait_ready(trs_pid, answers, NULL, 5000, NULL);
+    if (w == TP_EXITED)
+        trs_pid = -1;
+    if (w != TP_READY)
+        fail_msg("redis-server did not answer PING within 5 s (see %s)", out);
 }
 
 void trs_stop(void)
@@ -108,8 +74,7 @@ void trs_stop(void)
     if (trs_pid <= 0)
         return;
     kill(trs_pid, SIGCONT);
-    kill(trs_pid, SIGTERM);
-    waitpid(trs_pid, NULL, 0);
+    tp_kill_wait(trs_pid, SIGTERM);
     trs_pid = -1;
 }
 
@@ -122,15 +87,4 @@ redisContext *trs_sync(void)
         fail_msg("redis_connect_sync: %s", buf_cstr(&err));
     buf_release(&err);
     return c;
-}
-
-bool trs_run_until(struct event_base *base, bool (*pred)(void *), void *arg, long long ms)
-{
-    long long end = trs_mono_ms() + ms;
-    while (!pred(arg) && trs_mono_ms() < end) {
-        struct timeval tv = { 0, 10000 };
-        event_base_loopexit(base, &tv);
-        event_base_dispatch(base);
-    }
-    return pred(arg);
 }

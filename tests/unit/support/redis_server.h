@@ -1,5 +1,5 @@
 /*
- * redis_server.h - test support: a private redis-server for unit tests, and loop helpers.
+ * redis_server.h - test support: a private redis-server for unit tests.
  *
  * trs_start() makes a mkdtemp directory and starts Debian's redis-server there on a unix socket
  * with the durability settings mxgate requires; the server is killed and the directory removed at
@@ -13,8 +13,6 @@
 
 #include <hiredis/hiredis.h>
 
-struct event_base;
-
 extern char trs_dir[64];        /* the server's directory */
 extern char trs_sock[128];      /* its unix socket */
 extern pid_t trs_pid;           /* its pid, -1 when stopped */
@@ -27,10 +25,5 @@ void trs_stop(void);
 bool trs_answers(void);
 /* A blocking connection for checking what the server holds (fails the test if it cannot). */
 redisContext *trs_sync(void);
-
-long long trs_mono_ms(void);
-void trs_sleep_ms(long ms);
-/* Runs base's loop until pred(arg) holds or ms have passed; returns pred(arg). */
-bool trs_run_until(struct event_base *base, bool (*pred)(void *), void *arg, long long ms);
 
 #endif

@@ -15,7 +15,6 @@
 #include "slapd.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -25,18 +24,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <event2/event.h>
 #include <ldap.h>
+
+#include "clock.h"
+#include "peer.h"
 
 char tsl_dir[64];
 char tsl_uri[64];
@@ -62,65 +60,18 @@ static const char tsl_ldif[] =
     "dn: uid=dave,ou=staff,dc=example,dc=test\nobjectClass: inetOrgPerson\nuid: dave\ncn: Dave\nsn: D\n"
     "mail: dave@example.test\n";
 
-static long long tsl_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void tsl_sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
-static void tsl_write_file(const char *name, const char *text)
-{
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", tsl_dir, name);
-    FILE *f = fopen(path, "w");
-    if (f == NULL || fputs(text, f) == EOF || fclose(f) != 0)
-        fail_msg("cannot write %s", path);
-}
-
-/* A loopback TCP port nothing listens on right now. */
-static int tsl_free_port(void)
-{
-    struct sockaddr_in sin = { .sin_family = AF_INET };
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sin;
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s < 0 || bind(s, (struct sockaddr *)&sin, sizeof sin) != 0
-        || getsockname(s, (struct sockaddr *)&sin, &len) != 0)
-        fail_msg("cannot bind a TCP socket");
-    close(s);
-    return ntohs(sin.sin_port);
-}
-
 /* Runs argv in the child with output appended to DIR/slapd.out (die with the test). */
 static pid_t tsl_spawn(char *const argv[])
 {
     char out[128];
     snprintf(out, sizeof out, "%s/slapd.out", tsl_dir);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
+    return tp_spawn(argv, out, NULL);
 }
 
 /* Whether slapd answers an anonymous base search of the suffix (a blocking client: tests only). */
-static bool tsl_answers(void)
+static bool tsl_answers(void *arg)
 {
+    (void)arg;
     LDAP *ld = NULL;
     if (ldap_initialize(&ld, tsl_uri) != LDAP_SUCCESS)
         return false;
@@ -144,18 +95,7 @@ static bool tsl_answers(void)
 
 static void tsl_cleanup(void)
 {
-    if (tsl_pid > 0) {
-        kill(tsl_pid, SIGKILL);
-        waitpid(tsl_pid, NULL, 0);
-        tsl_pid = -1;
-    }
-    if (tsl_dir[0] != '\0') {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tsl_dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", tsl_dir);
-        tsl_dir[0] = '\0';
-    }
+    tp_cleanup(&tsl_pid, tsl_dir);
 }
 
 /* The first start: the directory, slapd.conf, the data (slapadd) and the ldapi uri. */
@@ -186,8 +126,8 @@ static void tsl_prepare(void)
              "access to dn.subtree=\"ou=staff," TSL_BASE "\" by users read by * none\n"
              "access to * by * read\n",
              tsl_dir, tsl_dir, db);
-    tsl_write_file("slapd.conf", conf);
-    tsl_write_file("data.ldif", tsl_ldif);
+    tp_write_file(tsl_dir, "slapd.conf", conf, strlen(conf));
+    tp_write_file(tsl_dir, "data.ldif", tsl_ldif, sizeof tsl_ldif - 1);
     char conf_path[96], ldif_path[96];
     snprintf(conf_path, sizeof conf_path, "%s/slapd.conf", tsl_dir);
     snprintf(ldif_path, sizeof ldif_path, "%s/data.ldif", tsl_dir);
@@ -220,15 +160,14 @@ static bool tsl_run(void)
     snprintf(listen, sizeof listen, "%s %s", tsl_uri, tsl_ldapi_uri);
     char *const argv[] = { "/usr/sbin/slapd", "-d", "0", "-f", conf_path, "-h", listen, NULL };
     tsl_pid = tsl_spawn(argv);
-    long long end = tsl_mono_ms() + 10000;
-    while (tsl_mono_ms() < end) {
-        if (waitpid(tsl_pid, NULL, WNOHANG) == tsl_pid) {
-            tsl_pid = -1;
-            return false;
-        }
-        if (tsl_answers())
-            return true;
-        tsl_sleep_ms(20);
+    switch (tp_wait_ready(tsl_pid, tsl_answers, NULL, 10000, NULL)) {
+    case TP_READY:
+        return true;
+    case TP_EXITED:
+        tsl_pid = -1;
+        return false;
+    case TP_TIMEOUT:
+        break;
     }
     tsl_stop();
     fail_msg("slapd did not answer within 10 s (see %s/slapd.out)", tsl_dir);
@@ -242,18 +181,18 @@ int tsl_start(void)
     if (tsl_dir[0] == '\0') {
         tsl_prepare();
         for (int attempt = 0; attempt < 5; attempt++) {
-            tsl_port = tsl_free_port();
+            tsl_port = tp_free_port();
             if (tsl_run())
                 return tsl_port;
         }
         fail_msg("slapd did not start (see %s/slapd.out)", tsl_dir);
     }
     /* Again on the same port: a client that had connected must find it there. */
-    long long end = tsl_mono_ms() + 5000;
+    long long end = clock_mono_ms() + 5000;
     while (!tsl_run()) {
-        if (tsl_mono_ms() >= end)
+        if (clock_mono_ms() >= end)
             fail_msg("slapd did not start again on port %d (see %s/slapd.out)", tsl_port, tsl_dir);
-        tsl_sleep_ms(100);
+        tp_sleep_ms(100);
     }
     return tsl_port;
 }
@@ -263,14 +202,13 @@ void tsl_stop(void)
     if (tsl_pid <= 0)
         return;
     kill(tsl_pid, SIGTERM);
-    long long end = tsl_mono_ms() + 5000;
+    long long end = clock_mono_ms() + 5000;
     while (waitpid(tsl_pid, NULL, WNOHANG) != tsl_pid) {
-        if (tsl_mono_ms() >= end) {
-            kill(tsl_pid, SIGKILL);
-            waitpid(tsl_pid, NULL, 0);
+        if (clock_mono_ms() >= end) {
+            tp_kill_wait(tsl_pid, SIGKILL);
             break;
         }
-        tsl_sleep_ms(10);
+        tp_sleep_ms(10);
     }
     tsl_pid = -1;
 }
@@ -281,6 +219,14 @@ static void tsl_put_len(struct buf *b, size_t n)
 {
     assert_true(n < 128);       /* short lengths are all these messages need */
     buf_putc(b, (char)n);
+}
+
+/* Appends a primitive element: tag, short length, the bytes of text. */
+static void tsl_put_text(struct buf *b, unsigned char tag, const char *text)
+{
+    buf_putc(b, (char)tag);
+    tsl_put_len(b, strlen(text));
+    buf_puts(b, text);
 }
 
 /* Writes one LDAPMessage: SEQUENCE { messageID, [APPLICATION op] body }. */
@@ -301,9 +247,8 @@ static void tsl_peer_send(int fd, int id, unsigned char op, const void *body, si
 /* LDAPResult body: resultCode, matchedDN "", diagnosticMessage text. */
 static void tsl_ldap_result_body(struct buf *b, int code, const char *text)
 {
-    buf_append(b, (char[]){ 0x0a, 0x01, (char)code, 0x04, 0x00, 0x04 }, 6);
-    tsl_put_len(b, strlen(text));
-    buf_puts(b, text);
+    buf_append(b, (char[]){ 0x0a, 0x01, (char)code, 0x04, 0x00 }, 5);
+    tsl_put_text(b, 0x04, text);
 }
 
 /* A search's answer: a reference and an entry first if asked, then searchResDone (or half of one). */
@@ -313,9 +258,7 @@ static void tsl_peer_reply(int fd, int id, bool entry, bool reference, bool malf
     if (reference) {
         static const char url[] = "ldap://127.0.0.1:1/dc=example,dc=test";
         struct buf e = BUF_INIT;
-        buf_putc(&e, 0x04);
-        tsl_put_len(&e, strlen(url));
-        buf_puts(&e, url);
+        tsl_put_text(&e, 0x04, url);
         tsl_peer_send(fd, id, 0x73, e.data, e.len);
         buf_release(&e);
     }
@@ -326,9 +269,7 @@ static void tsl_peer_reply(int fd, int id, bool entry, bool reference, bool malf
     if (entry) {
         static const char dn[] = "uid=x,dc=example,dc=test";
         struct buf e = BUF_INIT;
-        buf_putc(&e, 0x04);
-        tsl_put_len(&e, strlen(dn));
-        buf_puts(&e, dn);
+        tsl_put_text(&e, 0x04, dn);
         buf_append(&e, (char[]){ 0x30, 0x00 }, 2);
         tsl_peer_send(fd, id, 0x64, e.data, e.len);
         buf_release(&e);
@@ -444,9 +385,7 @@ static void tsl_peer_read(evutil_socket_t fd, short what, void *arg)
                  * LeakSanitizer reports; the code is what matters here.
                  */
                 tsl_ldap_result_body(&b, 52, "");
-                buf_putc(&b, (char)0x8a);
-                tsl_put_len(&b, strlen(oid));
-                buf_puts(&b, oid);
+                tsl_put_text(&b, 0x8a, oid);
                 tsl_peer_send(c->fd, 0, 0x78, b.data, b.len);
                 buf_release(&b);
                 tsl_peer_conn_close(c);
@@ -485,18 +424,8 @@ void tsl_peer_start(struct tsl_peer *pe, struct event_base *base, enum tsl_peer_
     pe->mode = mode;
     pe->text = "";
     pe->filler = -1;
-    pe->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (mode == TSL_PEER_NO_READ) {
-        int small = 4096;       /* accepted sockets inherit it: the client's requests pile up sooner */
-        assert_int_equal(setsockopt(pe->lfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
-    }
-    struct sockaddr_in sin = { .sin_family = AF_INET };
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sin;
-    assert_int_equal(bind(pe->lfd, (struct sockaddr *)&sin, sizeof sin), 0);
-    assert_int_equal(listen(pe->lfd, 16), 0);
-    assert_int_equal(getsockname(pe->lfd, (struct sockaddr *)&sin, &len), 0);
-    pe->port = ntohs(sin.sin_port);
+    /* NO_READ: a small receive buffer, which accepted sockets inherit, piles the requests up sooner */
+    pe->lfd = tp_tcp_listen(16, mode == TSL_PEER_NO_READ ? 4096 : 0, &pe->port);
     snprintf(pe->uri, sizeof pe->uri, "ldap://127.0.0.1:%d/", pe->port);
     pe->lev = event_new(pe->base, pe->lfd, EV_READ | EV_PERSIST, tsl_peer_accept, pe);
     assert_int_equal(event_add(pe->lev, NULL), 0);
@@ -506,10 +435,8 @@ void tsl_peer_block_accepts(struct tsl_peer *pe)
 {
     event_del(pe->lev);
     assert_int_equal(listen(pe->lfd, 0), 0);
-    pe->filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)pe->port) };
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(pe->filler, (struct sockaddr *)&sin, sizeof sin), 0);
+    pe->filler = tp_connect(&(struct tp_target){ .port = pe->port });
+    assert_true(pe->filler >= 0);
 }
 
 void tsl_peer_allow_accepts(struct tsl_peer *pe)

@@ -6,7 +6,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <setjmp.h>
@@ -19,7 +18,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -30,7 +28,7 @@
 #include <event2/listener.h>
 #include <openssl/ssl.h>
 
-#include "log.h"
+#include "peer.h"
 #include "tls.h"
 #include "tls_client.h"
 
@@ -46,56 +44,27 @@ static int nsinks;
 int smtp_peer_setup(void **state)
 {
     (void)state;
-    log_init("test", LOG_CRIT, 2);
-    signal(SIGPIPE, SIG_IGN);
-    strcpy(tmpdir, "/tmp/smtp_peer.XXXXXX");
-    if (mkdtemp(tmpdir) == NULL || chmod(tmpdir, 0755) != 0)
+    if (tp_group_setup(tmpdir, "smtp_peer") != 0)
         return -1;
     snprintf(smtp_peer_cert_file, sizeof smtp_peer_cert_file, "%s/cert.pem", tmpdir);
     snprintf(smtp_peer_key_file, sizeof smtp_peer_key_file, "%s/key.pem", tmpdir);
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 int smtp_peer_teardown(void **state)
 {
     (void)state;
-    for (int i = 0; i < nsinks; i++) {
-        if (sink_pids[i] > 0) {
-            kill(sink_pids[i], SIGTERM);
-            waitpid(sink_pids[i], NULL, 0);
-        }
-    }
-    nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    for (int i = 0; i < nsinks; i++)
+        tp_kill_wait(sink_pids[i], SIGTERM);
+    tp_rmtree(tmpdir);
     return 0;
-}
-
-int smtp_peer_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof sin;
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    close(fd);
-    return ntohs(sin.sin_port);
 }
 
 struct netaddr smtp_peer_loopback(int port)
 {
     struct netaddr a = { .len = sizeof(struct sockaddr_in) };
-    struct sockaddr_in *sin = (struct sockaddr_in *)&a.ss;
-    sin->sin_family = AF_INET;
-    sin->sin_port = htons((uint16_t)port);
-    sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in sin = tp_loopback(port);
+    memcpy(&a.ss, &sin, sizeof sin);
     return a;
 }
 
@@ -121,7 +90,7 @@ void smtp_peer_sink_start(struct smtp_peer_sink *s, ...)
     const char *argv[40];
     int n = 0;
     char dump[200], listen[64];
-    s->port = smtp_peer_free_port();
+    s->port = tp_free_port();
     snprintf(s->dir, sizeof s->dir, "%s/sink%d", tmpdir, ++seq);
     snprintf(s->out, sizeof s->out, "%s/sink%d.out", tmpdir, seq);
     assert_int_equal(mkdir(s->dir, 0755), 0);
@@ -146,35 +115,18 @@ void smtp_peer_sink_start(struct smtp_peer_sink *s, ...)
     argv[n++] = listen;
     argv[n++] = "16";
     argv[n] = NULL;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(s->out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execv(SINK, (char *const *)argv);
-        _exit(127);
-    }
-    s->pid = pid;
     assert_true(nsinks < MAX_SINKS);
-    sink_pids[nsinks++] = pid;
-    for (int i = 0; i < 200; i++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct netaddr a = smtp_peer_loopback(s->port);
-        int r = connect(fd, (struct sockaddr *)&a.ss, a.len);
-        close(fd);
-        if (r == 0)
-            return;
-        usleep(10000);
-    }
-    fail_msg("smtp-sink on port %d did not start", s->port);
+    s->pid = tp_spawn((char *const *)argv, s->out, NULL);
+    sink_pids[nsinks++] = s->pid;
+    struct tp_target t = { .port = s->port };
+    if (tp_wait_ready(s->pid, tp_accepts, &t, 5000, NULL) != TP_READY)
+        fail_msg("smtp-sink on port %d did not start (see %s)", s->port, s->out);
 }
 
 void smtp_peer_sink_stop(struct smtp_peer_sink *s)
 {
     if (s->pid > 0) {
-        kill(s->pid, SIGTERM);
-        waitpid(s->pid, NULL, 0);
+        tp_kill_wait(s->pid, SIGTERM);
         for (int i = 0; i < nsinks; i++)
             if (sink_pids[i] == s->pid)
                 sink_pids[i] = 0;
@@ -196,7 +148,7 @@ void smtp_peer_sink_counters(struct smtp_peer_sink *s, int want, int *sess, int 
         buf_release(&t);
         if (*sess >= want)
             return;
-        usleep(10000);
+        tp_sleep_ms(10);
     }
 }
 
@@ -220,7 +172,7 @@ char *smtp_peer_sink_dump(struct smtp_peer_sink *s, int want)
         if (n >= want)
             return buf_steal(&all);
         buf_release(&all);
-        usleep(10000);
+        tp_sleep_ms(10);
     }
     fail_msg("smtp-sink wrote fewer than %d dump files", want);
     return NULL;
@@ -580,14 +532,7 @@ static void rsp_accept(struct evconnlistener *l, evutil_socket_t fd, struct sock
 void smtp_peer_rsp_start(struct smtp_peer_rsp *r, struct event_base *base)
 {
     r->base = base;
-    struct netaddr a = smtp_peer_loopback(0);
-    r->lst = evconnlistener_new_bind(base, rsp_accept, r, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 8,
-                                     (struct sockaddr *)&a.ss, (int)a.len);
-    assert_non_null(r->lst);
-    struct sockaddr_in sin;
-    socklen_t sl = sizeof sin;
-    assert_int_equal(getsockname(evconnlistener_get_fd(r->lst), (struct sockaddr *)&sin, &sl), 0);
-    r->port = ntohs(sin.sin_port);
+    r->lst = tp_listen(base, rsp_accept, r, 8, &r->port);
     if (r->tls != SMTP_PEER_TLS_OFF && r->ctx == NULL) {
         struct buf err = BUF_INIT;
         if (!tls_self_signed(smtp_peer_cert_file, smtp_peer_key_file, "mx.remote.test", &err))

@@ -34,8 +34,6 @@ int smtp_peer_setup(void **state);
 /* cmocka group teardown: stops every sink still running and removes the directory. */
 int smtp_peer_teardown(void **state);
 
-/* A loopback TCP port nobody listens on right now. */
-int smtp_peer_free_port(void);
 /* 127.0.0.1:port. */
 struct netaddr smtp_peer_loopback(int port);
 

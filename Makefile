@@ -41,6 +41,8 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 PYTEST   ?= pytest-3
 
 .PHONY: all deps test-deps run check unit integration docs clean
+# The unit tests' support objects are kept, not deleted as intermediate files after each link.
+.SECONDARY: $(UNIT_SUPPORT)
 all: $(BIN)
 
 deps:

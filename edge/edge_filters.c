@@ -248,16 +248,10 @@ static void finish_headers(struct edge_session *s)
     struct edge_tx *tx = s->tx;
     struct edge_tx_filters *tf = tx_filters(tx);
     /* Only the client's part is searched: our own Received header holds no such field. */
-    struct buf rest = BUF_INIT;
-    buf_append(&rest, tx->content.data + tx->header_len, tx->content.len - tx->header_len);
-    size_t removed = authres_strip(&rest, f->authserv_id);
-    if (removed > 0) {
-        tx->content.len = tx->header_len;
-        buf_append(&tx->content, rest.data, rest.len);
+    size_t removed = authres_strip(&tx->content, tx->header_len, f->authserv_id);
+    if (removed > 0)
         log_msg(LOG_INFO, "authres-removed", &s->logctx, "%zu Authentication-Results claiming %s removed",
                 removed, f->authserv_id);
-    }
-    buf_release(&rest);
     struct buf add = BUF_INIT;
     if (tf->checked && (f->spf != NULL || f->dkim != NULL)) {
         authres_header(f->authserv_id, buf_cstr(&tf->resinfo), &add);

@@ -97,10 +97,10 @@ static size_t field_len(const char *msg, size_t i, size_t len)
     }
 }
 
-size_t authres_strip(struct buf *msg, const char *authserv_id)
+size_t authres_strip(struct buf *msg, size_t from, const char *authserv_id)
 {
     static const char name[] = "Authentication-Results:";
-    size_t removed = 0, i = 0;
+    size_t removed = 0, i = from;
     while (i < msg->len) {
         const char *p = msg->data + i;
         if (p[0] == '\r' || p[0] == '\n')

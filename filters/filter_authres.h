@@ -29,9 +29,10 @@ void authres_header(const char *authserv_id, const char *results, struct buf *ou
  */
 bool authres_claims(const char *value, size_t len, const char *authserv_id);
 /*
- * Removes from msg (a whole message, CRLF line ends) every Authentication-Results header field,
- * in the header section only, that claims authserv_id; returns how many were removed.
+ * Removes from msg, whose header section starts at offset from (CRLF line ends), every
+ * Authentication-Results header field of that section that claims authserv_id; the bytes before
+ * from are left alone. Returns how many were removed.
  */
-size_t authres_strip(struct buf *msg, const char *authserv_id);
+size_t authres_strip(struct buf *msg, size_t from, const char *authserv_id);
 
 #endif

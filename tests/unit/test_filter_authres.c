@@ -73,8 +73,16 @@ static void test_strip(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct buf m = BUF_INIT;
         buf_puts(&m, cases[i].in);
-        assert_int_equal(authres_strip(&m, "mx.test"), cases[i].removed);
+        assert_int_equal(authres_strip(&m, 0, "mx.test"), cases[i].removed);
         assert_string_equal(buf_cstr(&m), cases[i].out);
+        buf_release(&m);
+        /* The same after a prefix that is not searched (our own Received header). */
+        static const char prefix[] = "Authentication-Results: mx.test; none\r\n";
+        buf_puts(&m, prefix);
+        buf_puts(&m, cases[i].in);
+        assert_int_equal(authres_strip(&m, strlen(prefix), "mx.test"), cases[i].removed);
+        assert_memory_equal(m.data, prefix, strlen(prefix));
+        assert_string_equal(buf_cstr(&m) + strlen(prefix), cases[i].out);
         buf_release(&m);
     }
 }

@@ -224,7 +224,9 @@ void edge_session_close(struct edge_session *s, const char *why);
 /* Ends the session at once, without flushing anything (a failed TLS handshake, shutdown). */
 void edge_session_drop(struct edge_session *s);
 void edge_session_resume(struct edge_session *s);
-/* Ends an asynchronous operation; false when the session died meanwhile (and is now freed). */
+/* Starts an asynchronous operation: the session stays alive and reads no command until it ends. */
+void edge_session_wait(struct edge_session *s);
+/* Ends it; false when the session died meanwhile (and is now freed). */
 bool edge_session_release(struct edge_session *s);
 void edge_tx_free(struct edge_tx *tx);
 /* Ends the session's transaction (if any): RSET, a refused or queued message. */
@@ -323,6 +325,8 @@ void edge_milter_free(struct edge_session *s);
 bool edge_milter_apply(struct edge_session *s, const struct milter_verdict *v);
 /* Offset of the empty line ending the header section of tx->content. */
 size_t edge_tx_header_end(const struct edge_tx *tx);
+/* Offset just after the header field starting at offset i (its continuation lines included). */
+size_t edge_tx_field_end(const struct edge_tx *tx, size_t i, size_t hdr_end);
 /* The message goes to the quarantine/<reason> repository instead of delivery. */
 void edge_tx_quarantine(struct edge_tx *tx, const char *reason);
 

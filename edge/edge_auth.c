@@ -57,7 +57,6 @@ static void auth_done(void *arg)
         free(job);
         return;
     }
-    s->waiting = false;
     struct buf who = BUF_INIT;
     buf_append_sanitized(&who, job->user, strlen(job->user), 100);
     if (job->ok) {
@@ -88,8 +87,7 @@ static void auth_check(struct edge_session *s, char *user, char *pass)
     job->db = s->srv->authdb;
     job->user = user;
     job->pass = pass;
-    s->busy_refs++;
-    s->waiting = true;
+    edge_session_wait(s);
     workq_submit(s->srv->workq, auth_work, auth_done, job);
 }
 

@@ -111,7 +111,6 @@ static void enqueue_done(bool ok, const char *err, void *arg)
     }
     if (!alive)
         return;     /* the session's reaper frees the transaction */
-    s->waiting = false;
     if (ok) {
         s->messages++;
         edge_reply(s, "250 2.0.0 Ok: queued as %s", tx->id);
@@ -172,8 +171,7 @@ static void enqueue(struct edge_session *s)
         edge_session_tx_reset(s);
         return;
     }
-    s->busy_refs++;
-    s->waiting = true;
+    edge_session_wait(s);
 }
 
 /* The content is complete: refuse it for a reason found while it streamed, or enqueue it. */

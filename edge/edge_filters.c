@@ -118,7 +118,6 @@ static void spf_done(const struct spf_answer *a, void *arg)
     tx->filters->spf_query = NULL;
     if (!edge_session_release(s))
         return;
-    s->waiting = false;
     struct buf r = BUF_INIT;
     spf_auth_results(a, tx->mail.path.null ? "" : tx->mail.path.mailbox, s->helo, &r);
     add_resinfo(tx->filters, &r);
@@ -150,8 +149,7 @@ bool edge_filters_mail(struct edge_session *s)
         return false;
     tf->spf_query = spf_check(f->spf, (const struct sockaddr *)&s->peer, s->helo,
                               tx->mail.path.null ? "" : tx->mail.path.mailbox, spf_done, s);
-    s->busy_refs++;
-    s->waiting = true;
+    edge_session_wait(s);
     return true;
 }
 
@@ -183,7 +181,6 @@ static void dkim_done(const struct dkim_results *r, void *arg)
     tx->filters->dkim = NULL;
     if (!edge_session_release(s))
         return;
-    s->waiting = false;
     struct buf ar = BUF_INIT;
     dkim_auth_results(r, &ar);
     add_resinfo(tx->filters, &ar);
@@ -198,24 +195,19 @@ static void dkim_done(const struct dkim_results *r, void *arg)
 
 /* ---- the end of data ---- */
 
-/* The domain of the first address in the From field of the content's header, lower-cased. */
-static bool from_domain(const struct buf *c, size_t start, char *out, size_t outlen)
+/* The domain of the first address in the From field of the client's header, lower-cased. */
+static bool from_domain(const struct edge_tx *tx, char *out, size_t outlen)
 {
-    const char *p = c->data + start, *end = c->data + c->len;
-    while (p < end && *p != '\r' && *p != '\n') {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *next = eol ? eol + 1 : end;
-        if ((size_t)(end - p) > 5 && strncasecmp(p, "From:", 5) == 0) {
-            /* The field with its continuation lines. */
-            while (next < end && (*next == ' ' || *next == '\t')) {
-                eol = memchr(next, '\n', (size_t)(end - next));
-                next = eol ? eol + 1 : end;
-            }
-            const char *at = memchr(p, '@', (size_t)(next - p));
+    const char *c = tx->content.data;
+    size_t hdr_end = edge_tx_header_end(tx);
+    for (size_t i = tx->header_len; i < hdr_end;) {
+        size_t next = edge_tx_field_end(tx, i, hdr_end);
+        if (next - i > 5 && strncasecmp(c + i, "From:", 5) == 0) {
+            const char *at = memchr(c + i, '@', next - i);
             if (at == NULL)
                 return false;
             size_t n = 0;
-            for (const char *q = at + 1; q < next && n + 1 < outlen; q++) {
+            for (const char *q = at + 1; q < c + next && n + 1 < outlen; q++) {
                 char ch = *q;
                 if (ch == '>' || ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' || ch == ',' || ch == ')')
                     break;
@@ -224,7 +216,7 @@ static bool from_domain(const struct buf *c, size_t start, char *out, size_t out
             out[n] = '\0';
             return n > 0;
         }
-        p = next;
+        i = next;
     }
     return false;
 }
@@ -258,7 +250,7 @@ static void finish_headers(struct edge_session *s)
     } else if (!tf->checked && f->signer != NULL) {
         char domain[256];
         struct buf err = BUF_INIT;
-        if (from_domain(&tx->content, tx->header_len, domain, sizeof domain)
+        if (from_domain(tx, domain, sizeof domain)
             && !dkim_sign_message(f->signer, domain, tx->content.data + tx->header_len,
                                   tx->content.len - tx->header_len, &add, &err))
             log_msg(LOG_INFO, "dkim-not-signed", &s->logctx, "%s", buf_cstr(&err));
@@ -278,8 +270,7 @@ void edge_filters_end(struct edge_session *s)
     edge_filters_content(s);
     if (tf->dkim != NULL) {
         dkim_verify_finish(tf->dkim, dkim_done, s);
-        s->busy_refs++;
-        s->waiting = true;
+        edge_session_wait(s);
         return;
     }
     finish_headers(s);

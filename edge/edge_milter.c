@@ -84,22 +84,6 @@ void edge_milters_fini(struct edge_server *srv)
 
 /* ---- the common shape of a stage ---- */
 
-/* Before an event: the session waits for its verdict. */
-static void wait_for(struct edge_session *s)
-{
-    s->busy_refs++;
-    s->waiting = true;
-}
-
-/* After an event: false when the session went away meanwhile. */
-static bool back(struct edge_session *s)
-{
-    if (!edge_session_release(s))
-        return false;
-    s->waiting = false;
-    return true;
-}
-
 static bool refuses(const struct milter_verdict *v)
 {
     return v->action == MV_REJECT || v->action == MV_TEMPFAIL || v->action == MV_REPLYCODE
@@ -137,7 +121,7 @@ static void connect_done(struct milter_session *ms, const struct milter_verdict 
 {
     (void)ms;
     struct edge_session *s = arg;
-    if (!back(s))
+    if (!edge_session_release(s))
         return;
     if (refuses(v)) {
         /* A greeting can only say 220, 554 or (closing) 421. */
@@ -166,7 +150,7 @@ bool edge_milter_connect(struct edge_session *s)
         .log = &s->logctx,
     };
     s->milter = milter_session_new(s->srv->base, mx ? m->mx : m->sub, n, &info);
-    wait_for(s);
+    edge_session_wait(s);
     milter_connect(s->milter, NULL, (const struct sockaddr *)&s->peer, connect_done, s);
     return true;
 }
@@ -183,7 +167,7 @@ static void helo_done(struct milter_session *ms, const struct milter_verdict *v,
 {
     (void)ms;
     struct edge_session *s = arg;
-    if (!back(s))
+    if (!edge_session_release(s))
         return;
     if (refuses(v))
         refuse(s, "helo", v);
@@ -198,7 +182,7 @@ bool edge_milter_helo(struct edge_session *s)
         return false;
     if (s->auth_user != NULL)
         milter_macro_set(s->milter, "{auth_authen}", s->auth_user);
-    wait_for(s);
+    edge_session_wait(s);
     milter_helo(s->milter, s->helo, helo_done, s);
     return true;
 }
@@ -207,7 +191,7 @@ static void mail_done(struct milter_session *ms, const struct milter_verdict *v,
 {
     (void)ms;
     struct edge_session *s = arg;
-    if (!back(s))
+    if (!edge_session_release(s))
         return;
     if (refuses(v)) {
         edge_session_tx_reset(s);
@@ -233,7 +217,7 @@ bool edge_milter_mail(struct edge_session *s)
     milter_macro_set(s->milter, "{auth_authen}", s->auth_user);
     milter_macro_set(s->milter, "{auth_type}", s->auth_user != NULL ? "PLAIN" : NULL);
     char *sender = bracketed(&s->tx->mail.path);
-    wait_for(s);
+    edge_session_wait(s);
     milter_mail(s->milter, sender, NULL, 0, mail_done, s);
     free(sender);
     return true;
@@ -243,7 +227,7 @@ static void rcpt_done(struct milter_session *ms, const struct milter_verdict *v,
 {
     (void)ms;
     struct edge_session *s = arg;
-    if (!back(s))
+    if (!edge_session_release(s))
         return;
     if (refuses(v)) {
         smtp_rcpt_clear(&s->pending_rcpt);
@@ -259,7 +243,7 @@ bool edge_milter_rcpt(struct edge_session *s)
     if (s->milter == NULL)
         return false;
     char *rcpt = bracketed(&s->pending_rcpt.path);
-    wait_for(s);
+    edge_session_wait(s);
     milter_rcpt(s->milter, rcpt, NULL, 0, rcpt_done, s);
     free(rcpt);
     return true;
@@ -318,7 +302,7 @@ static void content_done(struct milter_session *ms, const struct milter_verdict 
 {
     (void)ms;
     struct edge_session *s = arg;
-    if (!back(s))
+    if (!edge_session_release(s))
         return;
     if (refuses(v) || v->action == MV_DISCARD || ((struct content_walk *)s->tx->milter_walk)->phase == WALK_EOM) {
         content_verdict(s, v);
@@ -336,13 +320,7 @@ static void content_step(struct edge_session *s)
     size_t len = tx->content.len;
     if (w->phase == WALK_HEADERS && w->pos < w->hdr_end) {
         /* One field: "name: value" with its continuation lines. */
-        size_t start = w->pos, end = start;
-        for (;;) {
-            const char *nl = memchr(c + end, '\n', len - end);
-            end = nl ? (size_t)(nl - c) + 1 : len;
-            if (end >= w->hdr_end || (c[end] != ' ' && c[end] != '\t'))
-                break;
-        }
+        size_t start = w->pos, end = edge_tx_field_end(tx, start, w->hdr_end);
         w->pos = end;
         const char *colon = memchr(c + start, ':', end - start);
         if (colon == NULL) {
@@ -360,13 +338,13 @@ static void content_step(struct edge_session *s)
                 buf_putc(&value, *q);
         if (value.len > 0 && value.data[value.len - 1] == '\n')
             value.data[--value.len] = '\0';
-        wait_for(s);
+        edge_session_wait(s);
         milter_header(s->milter, name, buf_cstr(&value), content_done, s);
         free(name);
         buf_release(&value);
         return;
     }
-    wait_for(s);
+    edge_session_wait(s);
     switch (w->phase) {
     case WALK_HEADERS:
         w->phase = WALK_EOH;
@@ -400,7 +378,7 @@ bool edge_milter_content(struct edge_session *s)
         w->body++;
     tx->milter_walk = w;
     milter_macro_set(s->milter, "i", tx->id);
-    wait_for(s);
+    edge_session_wait(s);
     milter_data(s->milter, content_done, s);
     return true;
 }

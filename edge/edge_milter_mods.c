@@ -27,8 +27,7 @@ size_t edge_tx_header_end(const struct edge_tx *tx)
     return i;
 }
 
-/* Offset just after the header field that starts at i (its continuation lines included). */
-static size_t field_end(const struct edge_tx *tx, size_t i, size_t hdr_end)
+size_t edge_tx_field_end(const struct edge_tx *tx, size_t i, size_t hdr_end)
 {
     const char *c = tx->content.data;
     for (;;) {
@@ -73,7 +72,7 @@ static size_t find_field(const struct edge_tx *tx, const char *name, uint32_t in
     const char *c = tx->content.data;
     size_t nlen = name ? strlen(name) : 0;
     uint32_t seen = 0;
-    for (size_t i = tx->header_len; i < hdr_end; i = field_end(tx, i, hdr_end)) {
+    for (size_t i = tx->header_len; i < hdr_end; i = edge_tx_field_end(tx, i, hdr_end)) {
         if (name == NULL) {
             if (seen++ == index)
                 return i;
@@ -110,7 +109,7 @@ static void header_mod(struct edge_tx *tx, const struct milter_mod *m)
         }
         if (m->value[0] != '\0')
             field_text(m->name, m->value, &text);
-        splice(tx, at, field_end(tx, at, hdr_end) - at, &text);
+        splice(tx, at, edge_tx_field_end(tx, at, hdr_end) - at, &text);
         break;
     }
     default:

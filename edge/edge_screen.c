@@ -325,7 +325,7 @@ bool edge_screen_start(struct edge_session *s)
         bool sent = redis_commandf(s->srv->redis, cache_cb, s, "GET %s", buf_cstr(&key));
         buf_release(&key);
         if (sent) {
-            s->busy_refs++;
+            edge_session_wait(s);
             return true;
         }
     }

@@ -183,6 +183,12 @@ static void session_kill(struct edge_session *s)
     event_active(s->reaper, 0, 0);
 }
 
+void edge_session_wait(struct edge_session *s)
+{
+    s->busy_refs++;
+    s->waiting = true;
+}
+
 bool edge_session_release(struct edge_session *s)
 {
     s->busy_refs--;
@@ -191,6 +197,7 @@ bool edge_session_release(struct edge_session *s)
             event_active(s->reaper, 0, 0);
         return false;
     }
+    s->waiting = false;
     return true;
 }
 
@@ -490,7 +497,6 @@ static void rcpt_lookup_done(enum edge_rcpt_verdict v, void *arg)
     }
     if (!edge_session_release(s))
         return;
-    s->waiting = false;
     rcpt_finish(s, v);
     edge_session_resume(s);
 }
@@ -529,8 +535,7 @@ static void edge_cmd_rcpt(struct edge_session *s, const char *args)
         rcpt_finish(s, s->lookup_verdict);
         return;
     }
-    s->busy_refs++;
-    s->waiting = true;
+    edge_session_wait(s);
 }
 
 static void edge_cmd_rset(struct edge_session *s, const char *args)

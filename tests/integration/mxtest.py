@@ -215,6 +215,12 @@ class Dnsmasq:
         self.proc.wait(timeout=10)
 
 
+def txt_record(name, text):
+    """dnsmasq's --txt-record for a long record: one character-string (at most 255 bytes) per
+    comma-separated part, joined again by the reader (RFC 6376 section 3.6.2.2)."""
+    return f"--txt-record={name}," + ",".join(text[i:i + 250] for i in range(0, len(text), 250))
+
+
 class SMTP:
     """A raw SMTP client: bytes out exactly as given, replies parsed (code, [lines])."""
 

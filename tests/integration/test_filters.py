@@ -22,12 +22,6 @@ def dkim_key(dir, name):
     return pem, open(pem, "rb").read(), record
 
 
-def txt_arg(name, record):
-    """dnsmasq --txt-record with the record cut into strings of at most 250 bytes."""
-    parts = [record[i:i + 250] for i in range(0, len(record), 250)]
-    return f"--txt-record={name}," + ",".join(parts)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     d = tmp_path_factory.mktemp("filters")
@@ -38,7 +32,7 @@ def world(tmp_path_factory):
         "--txt-record=soft.test,v=spf1 ip4:192.0.2.1 ~all",
         "--txt-record=expl.test,v=spf1 -all exp=why.expl.test",
         "--txt-record=why.expl.test,not from %{i}",
-        txt_arg("sel._domainkey.src.test", record),
+        mxtest.txt_record("sel._domainkey.src.test", record),
     ])
     yield {"dns": dns, "pem": pem, "key": key, "record": record}
     dns.stop()

@@ -38,12 +38,6 @@ SELECTOR = "sel"
 RFC2045_TSPECIALS = set('()<>@,;:\\"/[]?=')
 
 
-def split_txt(text, n=200):
-    """dnsmasq's --txt-record takes one character-string (at most 255 bytes) per comma-separated
-    part; the record's strings are joined again by the reader (RFC 6376 section 3.6.2.2)."""
-    return ",".join(text[i:i + n] for i in range(0, len(text), n))
-
-
 class DovecotAuth:
     """Dovecot's auth service alone (no mail protocols) on a loopback port, for Postfix's SASL
     (smtpd_sasl_type = dovecot): user alice, password secret-alice."""
@@ -119,7 +113,7 @@ def world(tmp_path_factory):
             "--txt-record=src.test,v=spf1 ip4:127.0.0.1 -all",
             "--txt-record=fail.test,v=spf1 ip4:192.0.2.1 exp=why.fail.test -all",
             "--txt-record=why.fail.test,%{i} is not a mail server of %{d}",
-            f"--txt-record={SELECTOR}._domainkey.src.test," + split_txt(f"v=DKIM1; k=rsa; p={pub}"),
+            mxtest.txt_record(f"{SELECTOR}._domainkey.src.test", f"v=DKIM1; k=rsa; p={pub}"),
             "--host-record=2.0.0.127.bl.test,127.0.0.2",
             "--host-record=3.0.0.127.wl.test,127.0.0.3",
         ])

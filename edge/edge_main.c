@@ -108,17 +108,6 @@ static void redis_up(struct redis *r, void *arg)
         log_msg(LOG_WARN, "redis-durability-unknown", NULL, "connection lost while checking");
 }
 
-static void set_hostname(struct edge_server *srv)
-{
-    if (conf.edge_hostname[0] != '\0') {
-        snprintf(srv->hostname, sizeof srv->hostname, "%s", conf.edge_hostname);
-        return;
-    }
-    if (gethostname(srv->hostname, sizeof srv->hostname - 1) != 0 || srv->hostname[0] == '\0')
-        snprintf(srv->hostname, sizeof srv->hostname, "localhost");
-    srv->hostname[sizeof srv->hostname - 1] = '\0';
-}
-
 /* Descriptors beyond the sessions': listeners, Redis, the worker pipe, files being read. */
 #define FD_SPARE 64
 
@@ -145,7 +134,7 @@ static bool setup(struct edge_main *m)
     struct edge_server *srv = &m->srv;
     struct buf err = BUF_INIT;
     bool ok = false;
-    set_hostname(srv);
+    conf_host_name(conf.edge_hostname, srv->hostname, sizeof srv->hostname);
     raise_fd_limit();
 
     struct redis_target target;

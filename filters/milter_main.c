@@ -35,18 +35,6 @@
 /* Beyond the longest check wait, for a callback to return after its answer. */
 #define STOP_MARGIN_MS 1000
 
-/* edge.hostname, else the machine's name. */
-static void set_hostname(char *out, size_t n)
-{
-    if (conf.edge_hostname[0] != '\0') {
-        snprintf(out, n, "%s", conf.edge_hostname);
-        return;
-    }
-    if (gethostname(out, n - 1) != 0 || out[0] == '\0')
-        snprintf(out, n, "localhost");
-    out[n - 1] = '\0';
-}
-
 /* libmilter's socket syntax: inet:port[@host], inet6:port[@host], unix:/path or local:/path. */
 static bool listen_ok(const char *s)
 {
@@ -88,7 +76,7 @@ int milter_main(void)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     char hostname[256];
-    set_hostname(hostname, sizeof hostname);
+    conf_host_name(conf.edge_hostname, hostname, sizeof hostname);
     const char *authserv_id = conf.filters_authserv_id[0] != '\0' ? conf.filters_authserv_id : hostname;
 
     struct buf err = BUF_INIT;

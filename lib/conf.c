@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 
 #include "cidr.h"
@@ -781,4 +782,15 @@ void conf_write_sample(struct buf *out)
             buf_printf(out, "# %s\n#%s =%s%s\n", r->help, r->name, r->def[0] ? " " : "", r->def);
         }
     }
+}
+
+void conf_host_name(const char *name, char *out, size_t n)
+{
+    if (name != NULL && name[0] != '\0') {
+        snprintf(out, n, "%s", name);
+        return;
+    }
+    memset(out, 0, n);
+    if (gethostname(out, n - 1) != 0 || out[0] == '\0')
+        snprintf(out, n, "localhost");
 }

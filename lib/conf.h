@@ -199,5 +199,7 @@ bool conf_parse_size(const char *s, long long *bytes);
 bool conf_parse_bool(const char *s, bool *out);
 void strlist_free(struct strlist *l);
 bool strlist_contains_ci(const struct strlist *l, const char *s);
+/* The name to give ourselves: name when set, else the machine's name, else "localhost". */
+void conf_host_name(const char *name, char *out, size_t n);
 
 #endif

@@ -62,23 +62,13 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
     stop_check_cb(-1, 0, m);
 }
 
-static void set_hostname(struct relay *rl)
-{
-    const char *name = conf.relay_helo_name[0] ? conf.relay_helo_name : conf.edge_hostname;
-    if (name[0] != '\0') {
-        snprintf(rl->hostname, sizeof rl->hostname, "%s", name);
-        return;
-    }
-    if (gethostname(rl->hostname, sizeof rl->hostname - 1) != 0 || rl->hostname[0] == '\0')
-        snprintf(rl->hostname, sizeof rl->hostname, "localhost");
-}
-
 static bool setup(struct relay_main *m)
 {
     struct relay *rl = &m->rl;
     struct buf err = BUF_INIT;
     bool ok = false;
-    set_hostname(rl);
+    conf_host_name(conf.relay_helo_name[0] ? conf.relay_helo_name : conf.edge_hostname, rl->hostname,
+                   sizeof rl->hostname);
     struct redis_target target;
     if (conf.redis_url[0] == '\0') {
         buf_printf(&err, "redis.url is empty: the %s needs the queue's Redis (`mxgate run` starts one)",

@@ -20,6 +20,7 @@
 #include "authdb.h"
 #include "conf.h"
 #include "dns.h"
+#include "loop.h"
 #include "mem.h"
 #include "redis.h"
 #include "tls.h"
@@ -209,7 +210,7 @@ int edge_main(void)
     signal(SIGPIPE, SIG_IGN);
     struct edge_main m;
     memset(&m, 0, sizeof m);
-    m.srv.base = event_base_new();
+    m.srv.base = loop_base_new();
     if (m.srv.base == NULL)
         log_fatal("cannot create the event loop");
     if (!setup(&m)) {

@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "bev_io.h"
 #include "conf.h"
 #include "mem.h"
 
@@ -126,6 +127,7 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         refuse(fd, "421 4.7.0 Too many connections from your address, try again later\r\n");
         return;
     }
+    bev_io_nodelay(fd);
     struct bufferevent *bev =
         bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     if (bev == NULL) {

@@ -22,6 +22,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
+#include "bev_io.h"
 #include "conf.h"
 #include "mem.h"
 
@@ -55,13 +56,25 @@ void edge_session_tx_reset(struct edge_session *s)
 
 /* ---- replies ---- */
 
+/*
+ * Sends reply bytes. A client that waits for each reply gets it at once; the replies to
+ * pipelined commands (more input already here) are queued and leave together in one write.
+ */
+static void session_out(struct edge_session *s, const char *data, size_t len)
+{
+    if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
+        evbuffer_add(bufferevent_get_output(s->bev), data, len);
+    else
+        bev_io_write(s->bev, data, len);
+}
+
 /* One reply line and its CRLF in one write, so that over TLS they travel in one record. */
 static void reply_v(struct edge_session *s, const char *fmt, va_list ap)
 {
     struct buf line = BUF_INIT;
     buf_vprintf(&line, fmt, ap);
     buf_append(&line, "\r\n", 2);
-    evbuffer_add(bufferevent_get_output(s->bev), line.data, line.len);
+    session_out(s, line.data, line.len);
     buf_release(&line);
 }
 
@@ -83,7 +96,7 @@ static void error_sleep_cb(evutil_socket_t fd, short what, void *arg)
     s->paused = false;
     if (s->dead)
         return;
-    evbuffer_add(bufferevent_get_output(s->bev), s->pending_reply.data, s->pending_reply.len);
+    session_out(s, s->pending_reply.data, s->pending_reply.len);
     buf_reset(&s->pending_reply);
     edge_session_resume(s);
 }
@@ -758,10 +771,14 @@ void edge_session_resume(struct edge_session *s)
 
 /* ---- libevent callbacks ---- */
 
+/* At most this much message content is taken from the socket per loop turn, beyond libevent's read. */
+#define CONTENT_READ_MAX (256 * 1024)
+
 static void read_cb(struct bufferevent *bev, void *arg)
 {
-    (void)bev;
     struct edge_session *s = arg;
+    if (s->state == ST_DATA || s->state == ST_BDAT)
+        bev_io_read(bev, CONTENT_READ_MAX);
     if (s->state == ST_GREET) {
         /* The client talked before our greeting: a spambot's shortcut (RFC 5321 §4.3.1). */
         if (s->screen != NULL)

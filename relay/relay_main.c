@@ -19,6 +19,7 @@
 #include "clock.h"
 #include "conf.h"
 #include "dns.h"
+#include "loop.h"
 #include "log.h"
 #include "redis.h"
 #include "tls_client.h"
@@ -131,7 +132,7 @@ int relay_role_main(const struct relay_role *role)
     struct relay_main m;
     memset(&m, 0, sizeof m);
     m.rl.role = role;
-    m.rl.base = event_base_new();
+    m.rl.base = loop_base_new();
     if (m.rl.base == NULL)
         log_fatal("cannot create the event loop");
     if (!setup(&m)) {

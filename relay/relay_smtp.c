@@ -178,7 +178,7 @@ void relay_smtp_send_cmd(struct relay_smtp *c, enum expect_kind k, size_t rcpt, 
     va_end(ap);
     buf_append(&c->scratch, "\r\n", 2);
     relay_smtp_expect_push(c, k, rcpt);
-    bufferevent_write(c->bev, c->scratch.data, c->scratch.len);
+    bev_io_write(c->bev, c->scratch.data, c->scratch.len);
 }
 
 /* What the connection was doing, for "lost connection ... while ..." texts. */
@@ -543,6 +543,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     struct verdict v;
     if (c->state == CS_CONNECTING) {
         if (what & BEV_EVENT_CONNECTED) {
+            bev_io_nodelay(bufferevent_getfd(c->bev));
             c->state = CS_HELLO;
             relay_smtp_expect_push(c, EX_GREETING, 0);
             bufferevent_enable(c->bev, EV_READ | EV_WRITE);

@@ -9,6 +9,7 @@
 #ifndef MXG_RELAY_SMTP_INT_H
 #define MXG_RELAY_SMTP_INT_H
 
+#include "bev_io.h"
 #include "relay_smtp.h"
 
 /* The replies a connection can wait for, in the order of the conversation. */

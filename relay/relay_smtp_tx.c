@@ -100,7 +100,7 @@ static void send_next_rcpt(struct relay_smtp *c)
         buf_reset(&c->scratch);
         append_rcpt(c, &c->scratch, c->next_rcpt);
         relay_smtp_expect_push(c, EX_RCPT, c->next_rcpt);
-        bufferevent_write(c->bev, c->scratch.data, c->scratch.len);
+        bev_io_write(c->bev, c->scratch.data, c->scratch.len);
         c->next_rcpt++;
     } else if (c->naccepted > 0) {
         relay_smtp_send_cmd(c, EX_DATA, 0, "DATA");
@@ -186,7 +186,7 @@ void relay_smtp_tx_start(struct relay_smtp *c)
         buf_append(b, "DATA\r\n", 6);
         relay_smtp_expect_push(c, EX_DATA, 0);
     }
-    bufferevent_write(c->bev, b->data, b->len);
+    bev_io_write(c->bev, b->data, b->len);
 }
 
 /* Writes the message while the socket drains, then the final dot. */
@@ -198,7 +198,7 @@ void relay_smtp_body_fill(struct relay_smtp *c)
         size_t n = j->body_len - c->body_pos < BODY_CHUNK ? j->body_len - c->body_pos : BODY_CHUNK;
         buf_reset(&c->scratch);
         relay_stuff(&c->stuffer, j->body + c->body_pos, n, &c->scratch);
-        bufferevent_write(c->bev, c->scratch.data, c->scratch.len);
+        bev_io_write(c->bev, c->scratch.data, c->scratch.len);
         c->body_pos += n;
     }
     if (c->body_pos < j->body_len) {
@@ -221,7 +221,7 @@ void relay_smtp_body_fill(struct relay_smtp *c)
     }
     if (c->dots_left == 0)
         relay_smtp_expect_push(c, EX_DOT, 0);
-    bufferevent_write(c->bev, c->scratch.data, c->scratch.len);
+    bev_io_write(c->bev, c->scratch.data, c->scratch.len);
 }
 
 /* The reply just parsed decides every recipient accepted at RCPT and not decided yet. */
@@ -287,7 +287,7 @@ void relay_smtp_on_tx_reply(struct relay_smtp *c, struct expect e)
             relay_smtp_body_fill(c);
         } else if (cls == 3) {  /* RFC 2920 §3.1: DATA accepted with no recipient: empty message */
             relay_smtp_expect_push(c, EX_DOT, 0);
-            bufferevent_write(c->bev, ".\r\n", 3);
+            bev_io_write(c->bev, ".\r\n", 3);
         } else {
             if (c->mail_ok)
                 decide_accepted(c, RELAY_PHASE_DATA);

@@ -8,6 +8,8 @@
 #include "log.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,29 @@ static enum log_level log_min = LOG_INFO;
 static int log_fd = 2;
 
 static const char *const level_names[] = { "debug", "info", "warn", "error", "crit" };
+
+/* getpid() is a system call and every line carries it; a forked child asks again. */
+static _Atomic long log_pid;   /* 0: not known in this process yet */
+
+static void forget_pid(void)
+{
+    log_pid = 0;
+}
+
+static void register_fork_hook(void)
+{
+    pthread_atfork(NULL, NULL, forget_pid);
+}
+
+static long pid_now(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    if (log_pid == 0) {
+        pthread_once(&once, register_fork_hook);
+        log_pid = getpid();
+    }
+    return (long)log_pid;
+}
 
 void log_init(const char *role, enum log_level min, int fd)
 {
@@ -126,7 +151,7 @@ bool log_begin(struct logrec *lr, enum log_level level, const char *event, const
     char ts[40];
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
     buf_printf(&lr->line, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"role\":\"%s\",\"pid\":%ld",
-               ts, (long)(tv.tv_usec / 1000), level_names[level], log_role, (long)getpid());
+               ts, (long)(tv.tv_usec / 1000), level_names[level], log_role, pid_now());
     log_str(lr, "event", event);
     if (ctx != NULL) {
         if (ctx->session != NULL)

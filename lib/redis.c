@@ -39,6 +39,7 @@
 
 #include <event2/event.h>
 #include <hiredis/async.h>
+#include <openssl/evp.h>
 
 #include "log.h"
 #include "mem.h"
@@ -52,6 +53,7 @@ struct pending {
     redis_reply_fn *cb;         /* NULL: fire and forget */
     void *arg;
     long long deadline;         /* CLOCK_MONOTONIC ms */
+    const struct redis_script *script;  /* an EVALSHA: a NOSCRIPT reply unloads it */
 };
 
 /* One connection attempt: the hiredis context and our adapter state for it. */
@@ -59,14 +61,20 @@ struct conn {
     struct redis *r;
     redisAsyncContext *ac;      /* NULL once hiredis has freed it */
     struct event *rev, *wev;    /* EV_PERSIST events on ac's socket, added/removed by hiredis */
+    struct event *flush;        /* no fd: writes what this loop turn queued, after its callbacks */
+    bool flushing;              /* flush_cb is writing: a write hiredis could not finish waits for wev */
     struct pending *head, *tail;/* commands in the order their replies will come */
     const char *reason;         /* why we drop it ("timeout", "shutting down"), or NULL */
     long long connect_deadline; /* while connecting: give up at this time */
     bool dead;                  /* cleanup hook ran: ac is gone, events deleted */
     bool dropping;              /* teardown under way: commands fail, no more deadlines */
     bool send_failed;           /* a handshake command could not be queued: drop on the timer */
+    const struct redis_script **scripts;    /* loaded on this connection (SCRIPT LOAD sent) */
+    size_t nscripts;
     struct conn *next_dead;     /* graveyard link */
 };
+
+static void script_forget(struct conn *c, const struct redis_script *s);
 
 enum rstate { R_DOWN, R_CONNECTING, R_HANDSHAKE, R_UP };
 enum rreport { REP_NONE, REP_UP, REP_DOWN };
@@ -88,6 +96,9 @@ struct redis {
     int handshake_left;         /* AUTH/SELECT/SETNAME replies still expected */
     void (*on_connect)(struct redis *r, void *arg);
     void *on_connect_arg;
+    char *sub_channel;          /* a subscriber: SUBSCRIBEd to this after each handshake */
+    redis_message_fn *sub_fn;
+    void *sub_arg;
     int depth;                  /* nesting of our callbacks on the stack */
     bool closing;               /* redis_free() was called */
     bool destroy_scheduled;
@@ -448,11 +459,35 @@ static void ev_del_read(void *priv)
     event_del(c->rev);
 }
 
+/*
+ * Commands queued on a connected socket are written once the current loop turn's callbacks have
+ * run (they share one write), not after a trip through epoll. Only what the socket did not take
+ * waits for it to turn writable; so does the connect.
+ */
 static void ev_add_write(void *priv)
 {
     struct conn *c = priv;
-    if (!c->dead)
+    if (c->dead)
+        return;
+    if ((c->ac->c.flags & REDIS_CONNECTED) && !c->flushing)
+        event_active(c->flush, EV_WRITE, 0);
+    else
         event_add(c->wev, NULL);
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct conn *c = arg;
+    struct redis *r = c->r;
+    enter(r);
+    if (!c->dead) {
+        c->flushing = true;
+        redisAsyncHandleWrite(c->ac);
+        c->flushing = false;
+    }
+    leave(r);
 }
 
 static void ev_del_write(void *priv)
@@ -468,6 +503,7 @@ static void ev_cleanup(void *priv)
     struct redis *r = c->r;
     event_del(c->rev);
     event_del(c->wev);
+    event_del(c->flush);
     const char *detail = c->ac->err != 0 ? c->ac->errstr : NULL;
     if (!c->dropping)
         mark_down(r, r->state == R_CONNECTING ? "connect failed" : "connection lost", detail);
@@ -499,6 +535,8 @@ static void conn_destroy(struct conn *c)
 {
     event_free(c->rev);
     event_free(c->wev);
+    event_free(c->flush);
+    free(c->scripts);
     free(c);
 }
 
@@ -531,6 +569,9 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
     if (c->head == NULL)
         c->tail = NULL;
     const char *err = NULL;
+    if (p->script != NULL && reply != NULL && reply->type == REDIS_REPLY_ERROR
+        && strncmp(reply->str, "NOSCRIPT", 8) == 0)
+        script_forget(c, p->script);
     if (reply == NULL) {
         if (!c->dropping) {
             c->dropping = true;
@@ -554,8 +595,8 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 }
 
 /* Queues a formatted command on the live connection, whatever the state. */
-static bool send_formatted(struct redis *r, redis_reply_fn *cb, void *arg, const char *cmd,
-                           size_t len)
+static bool send_script_formatted(struct redis *r, const struct redis_script *script,
+                                  redis_reply_fn *cb, void *arg, const char *cmd, size_t len)
 {
     struct conn *c = r->conn;
     if (c == NULL || c->dead || c->dropping)
@@ -564,6 +605,7 @@ static bool send_formatted(struct redis *r, redis_reply_fn *cb, void *arg, const
     p->cb = cb;
     p->arg = arg;
     p->deadline = now_ms() + r->timeout_ms;
+    p->script = script;
     if (redisAsyncFormattedCommand(c->ac, on_reply, p, cmd, len) != REDIS_OK) {
         free(p);
         return false;
@@ -578,16 +620,28 @@ static bool send_formatted(struct redis *r, redis_reply_fn *cb, void *arg, const
     return true;
 }
 
-static bool send_argv(struct redis *r, redis_reply_fn *cb, void *arg, int argc, const char **argv,
-                      const size_t *argvlen)
+static bool send_formatted(struct redis *r, redis_reply_fn *cb, void *arg, const char *cmd,
+                           size_t len)
+{
+    return send_script_formatted(r, NULL, cb, arg, cmd, len);
+}
+
+static bool send_script_argv(struct redis *r, const struct redis_script *script, redis_reply_fn *cb,
+                             void *arg, int argc, const char **argv, const size_t *argvlen)
 {
     char *cmd;
     int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
     if (len < 0)
         log_panic("redis: out of memory formatting a command");
-    bool ok = send_formatted(r, cb, arg, cmd, (size_t)len);
+    bool ok = send_script_formatted(r, script, cb, arg, cmd, (size_t)len);
     redisFreeCommand(cmd);
     return ok;
+}
+
+static bool send_argv(struct redis *r, redis_reply_fn *cb, void *arg, int argc, const char **argv,
+                      const size_t *argvlen)
+{
+    return send_script_argv(r, NULL, cb, arg, argc, argv, argvlen);
 }
 
 bool redis_command(struct redis *r, redis_reply_fn *cb, void *arg, int argc, const char **argv,
@@ -616,7 +670,100 @@ bool redis_commandf(struct redis *r, redis_reply_fn *cb, void *arg, const char *
     return ok;
 }
 
+/* ---- scripts --------------------------------------------------------------------------------- */
+
+static void script_digest(struct redis_script *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (EVP_Digest(s->text, strlen(s->text), md, &n, EVP_sha1(), NULL) != 1 || n != 20)
+        log_panic("redis: SHA-1 of a script failed");
+    for (unsigned i = 0; i < n; i++) {
+        s->sha[2 * i] = hex[md[i] >> 4];
+        s->sha[2 * i + 1] = hex[md[i] & 15];
+    }
+    s->sha[40] = '\0';
+}
+
+static bool script_loaded(const struct conn *c, const struct redis_script *s)
+{
+    for (size_t i = 0; i < c->nscripts; i++)
+        if (c->scripts[i] == s)
+            return true;
+    return false;
+}
+
+static void script_forget(struct conn *c, const struct redis_script *s)
+{
+    for (size_t i = 0; i < c->nscripts; i++) {
+        if (c->scripts[i] == s) {
+            c->scripts[i] = c->scripts[--c->nscripts];
+            return;
+        }
+    }
+}
+
+bool redis_eval(struct redis *r, struct redis_script *s, redis_reply_fn *cb, void *arg, int argc,
+                const char **argv, const size_t *argvlen)
+{
+    if (!redis_connected(r))
+        return false;
+    struct conn *c = r->conn;
+    if (s->sha[0] == '\0')
+        script_digest(s);
+    if (!script_loaded(c, s)) {
+        const char *load[] = { "SCRIPT", "LOAD", s->text };
+        if (!send_argv(r, NULL, NULL, 3, load, NULL))
+            return false;
+        c->scripts = xrealloc(c->scripts, (c->nscripts + 1) * sizeof *c->scripts);
+        c->scripts[c->nscripts++] = s;
+    }
+    const char **v = xcalloc((size_t)argc + 2, sizeof *v);
+    size_t *len = argvlen != NULL ? xcalloc((size_t)argc + 2, sizeof *len) : NULL;
+    v[0] = "EVALSHA";
+    v[1] = s->sha;
+    for (int i = 0; i < argc; i++) {
+        v[i + 2] = argv[i];
+        if (len != NULL)
+            len[i + 2] = argvlen[i];
+    }
+    if (len != NULL) {
+        len[0] = 7;
+        len[1] = 40;
+    }
+    bool ok = send_script_argv(r, s, cb, arg, argc + 2, v, len);
+    free(v);
+    free(len);
+    return ok;
+}
+
 /* ---- connecting ------------------------------------------------------------------------------ */
+
+/*
+ * hiredis calls this with SUBSCRIBE's confirmation, with each message, and with NULL when the
+ * connection goes (r may be on its way out then: it is not touched).
+ */
+static void on_message(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    (void)ac;
+    const redisReply *reply = reply_;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
+        return;
+    const redisReply *kind = reply->element[0], *payload = reply->element[2];
+    if (kind->type != REDIS_REPLY_STRING || strcmp(kind->str, "message") != 0
+        || payload->type != REDIS_REPLY_STRING)
+        return;
+    struct redis *r = privdata;
+    r->sub_fn(payload->str, payload->len, r->sub_arg);
+}
+
+static void subscribe_now(struct redis *r)
+{
+    struct conn *c = r->conn;
+    if (redisAsyncCommand(c->ac, on_message, r, "SUBSCRIBE %s", r->sub_channel) != REDIS_OK)
+        drop(r, "subscribe failed", NULL);
+}
 
 static void handshake_reply(redisReply *reply, const char *err, void *arg)
 {
@@ -634,6 +781,8 @@ static void handshake_reply(redisReply *reply, const char *err, void *arg)
     if (--r->handshake_left > 0)
         return;
     mark_up(r);
+    if (r->sub_channel != NULL)
+        subscribe_now(r);
     if (r->on_connect != NULL)
         r->on_connect(r, r->on_connect_arg);
 }
@@ -689,7 +838,8 @@ static void start_connect(struct redis *r)
     c->ac = ac;
     c->rev = event_new(r->base, ac->c.fd, EV_READ | EV_PERSIST, conn_event, c);
     c->wev = event_new(r->base, ac->c.fd, EV_WRITE | EV_PERSIST, conn_event, c);
-    if (c->rev == NULL || c->wev == NULL)
+    c->flush = event_new(r->base, -1, 0, flush_cb, c);
+    if (c->rev == NULL || c->wev == NULL || c->flush == NULL)
         log_panic("redis: event_new failed");
     c->connect_deadline = now_ms() + r->timeout_ms;
     ac->data = c;
@@ -790,6 +940,7 @@ static void destroy(struct redis *r)
     event_free(r->reaper);
     redis_target_clear(&r->t);
     free(r->name);
+    free(r->sub_channel);
     free(r->where);
     free(r);
 }
@@ -817,6 +968,17 @@ void redis_on_connect(struct redis *r, void (*fn)(struct redis *r, void *arg), v
 {
     r->on_connect = fn;
     r->on_connect_arg = arg;
+}
+
+void redis_subscribe(struct redis *r, const char *channel, redis_message_fn *fn, void *arg)
+{
+    if (r->sub_channel != NULL)
+        log_panic("redis: %s is already a subscriber", r->name);
+    r->sub_channel = xstrdup(channel);
+    r->sub_fn = fn;
+    r->sub_arg = arg;
+    if (redis_connected(r))
+        subscribe_now(r);
 }
 
 /* ---- synchronous connection for tools -------------------------------------------------------- */

@@ -7,8 +7,8 @@
  * dropped, and every command waiting on it gets its callback with reply == NULL and an error, so a
  * caller always hears back, in bounded time, exactly once. A command issued while disconnected
  * fails at once: redis_command() returns false and the callback is never called. Callbacks never
- * run from inside redis_command() itself. Pub/sub and MONITOR are not supported (every command
- * must get exactly one reply).
+ * run from inside redis_command() itself. MONITOR is not supported (every command must get exactly
+ * one reply); SUBSCRIBE only through redis_subscribe().
  *
  * URLs: "redis://[:password@]host[:port][/db]", "unix:/path/to/sock" or "unix:///path?db=N"
  * ("unix:relative/path" too). A password may be %-escaped.
@@ -61,6 +61,17 @@ bool redis_connected(const struct redis *r);
 /* Called (on the loop) each time the connection comes up; for loading scripts and the like. */
 void redis_on_connect(struct redis *r, void (*fn)(struct redis *r, void *arg), void *arg);
 
+/* A message published on a subscribed channel: its payload (not NUL-terminated). */
+typedef void redis_message_fn(const char *payload, size_t len, void *arg);
+
+/*
+ * Makes r a subscriber: SUBSCRIBE channel now (when connected) and after every reconnect; fn runs
+ * on the loop with each message. Messages sent while the connection was down are lost, so
+ * subscribers treat them as hints and also look for themselves. A subscriber takes no other
+ * command (redis_command() returns false). Once per redis.
+ */
+void redis_subscribe(struct redis *r, const char *channel, redis_message_fn *fn, void *arg);
+
 /*
  * Sends one command. Returns true when it was sent, in which case cb is called exactly once later.
  * Returns false (and never calls cb) when not connected. cb may be NULL (fire and forget: the
@@ -71,6 +82,26 @@ bool redis_command(struct redis *r, redis_reply_fn *cb, void *arg, int argc, con
 /* printf-style form (hiredis's %s / %b / %d). */
 bool redis_commandf(struct redis *r, redis_reply_fn *cb, void *arg, const char *fmt, ...)
     __attribute__((warn_unused_result));
+
+/*
+ * A Lua script, run by its SHA-1 digest (EVALSHA) so that its text crosses the wire and gets
+ * hashed by Redis once per connection instead of once per call. Define one per script, static,
+ * with REDIS_SCRIPT(text); the digest is computed on first use.
+ */
+struct redis_script {
+    const char *text;
+    char sha[41];       /* hex digest of text; "" until first used */
+};
+#define REDIS_SCRIPT(t) { .text = (t), .sha = "" }
+
+/*
+ * Runs a script, like redis_command() with EVAL: argv is numkeys, the keys, then the arguments.
+ * The first use on each connection loads the script (SCRIPT LOAD, pipelined ahead of the call,
+ * so the call always finds it). A server that lost its scripts since (SCRIPT FLUSH) answers that
+ * one call with a NOSCRIPT error reply, and the next call loads the script again.
+ */
+bool redis_eval(struct redis *r, struct redis_script *s, redis_reply_fn *cb, void *arg, int argc,
+                const char **argv, const size_t *argvlen) __attribute__((warn_unused_result));
 
 /*
  * Blocking helpers for command-line tools and start-up (never on a running loop): a plain

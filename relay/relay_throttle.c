@@ -46,6 +46,8 @@ static const char acquire_lua[] =
     "end\n"
     "return {1, 0}\n";
 
+static struct redis_script acquire_script = REDIS_SCRIPT(acquire_lua);
+
 /* Parses "domain:rate:concurrency"; false when malformed. *name_len is the domain's length in e. */
 static bool parse_entry(const char *e, size_t *name_len, struct relay_limits *lim)
 {
@@ -154,13 +156,13 @@ bool relay_throttle_acquire(struct redis *r, const char *domain, const struct re
         snprintf(interval_s, sizeof interval_s, "1");
     snprintf(conc_s, sizeof conc_s, "%lld", lim->concurrency);
     snprintf(ttl_s, sizeof ttl_s, "%lld", slot_ttl_ms);
-    const char *argv[] = { "EVAL", acquire_lua, "2", rate.data, conc.data, interval_s, conc_s, slot,
+    const char *argv[] = { "2", rate.data, conc.data, interval_s, conc_s, slot,
                            ttl_s, retry_s };
     struct acquire_call *call = xcalloc(1, sizeof *call);
     call->cb = cb;
     call->arg = arg;
     call->slot = xstrdup(slot);
-    bool sent = redis_command(r, acquire_reply, call, 10, argv, NULL);
+    bool sent = redis_eval(r, &acquire_script, acquire_reply, call, 8, argv, NULL);
     if (!sent) {
         free(call->slot);
         free(call);

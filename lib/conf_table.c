@@ -213,7 +213,7 @@ const struct conf_row conf_rows[] = {
     NUM(CONF_DURATION, "relay.lease", relay_lease, "30m", 1 * SEC, 1 * DAY, true,
         "How long a claimed recipient stays with its relay process before another may take it over; longer than the slowest delivery."),
     NUM(CONF_DURATION, "relay.poll", relay_poll, "500ms", 10 * MSEC, 1 * MIN, true,
-        "How often an idle relay process looks for due work."),
+        "How often an idle relay process looks for due work (new mail wakes it at once)."),
     STR("relay.failed_repository", relay_failed_repository, "remote-delivery/permanent", true,
         "Mail repository that keeps permanently failed messages; empty = keep none."),
     STR("relay.temporary_repository", relay_temporary_repository, "", true,

@@ -248,6 +248,20 @@ static void exec_reply(redisReply *reply, const char *err, void *arg)
     enq_done(e);
 }
 
+/*
+ * Tells the relays that work is due (PUBLISH on "<prefix>:wake", docs/queue.md) so that they claim
+ * it now rather than at their next poll. Only a hint: a relay that misses it still polls.
+ */
+static void wake_relays(struct redis *r, const char *prefix)
+{
+    struct buf chan = BUF_INIT;
+    buf_printf(&chan, "%s:wake", prefix);
+    const char *argv[] = { "PUBLISH", chan.data, "1" };
+    if (!redis_command(r, NULL, NULL, 3, argv, NULL))
+        log_msg(LOG_DEBUG, "wake-not-sent", NULL, "redis not connected");
+    buf_release(&chan);
+}
+
 bool queue_enqueue(struct redis *r, const char *prefix, const struct queue_msg *m,
                    queue_done_fn *cb, void *arg)
 {
@@ -356,10 +370,13 @@ bool queue_enqueue(struct redis *r, const char *prefix, const struct queue_msg *
             if (all)
                 e->outstanding++;
         }
-        if (all && redis_command(r, exec_reply, e, 1, exec, NULL))
+        if (all && redis_command(r, exec_reply, e, 1, exec, NULL)) {
             e->outstanding++;
-        else
+            if (m->repository == NULL)
+                wake_relays(r, prefix);
+        } else {
             enq_fail_str(e, "redis", "connection lost before EXEC");
+        }
     } else {
         buf_release(&e->err);
         free(e);

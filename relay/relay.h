@@ -50,6 +50,7 @@ struct relay {
     void *role_data;                /* the role's own state */
     struct event_base *base;
     struct redis *redis;
+    struct redis *wake;             /* subscribed to this stage's wake channel, or NULL */
     struct dns *dns;
     struct retry_schedule *schedule; /* relay.retry_schedule */
     struct retry_policy retry;      /* schedule, jitter, maximum age and attempts */
@@ -63,6 +64,7 @@ struct relay {
     struct relay_msg *msgs;         /* messages with recipients in hand (doubly linked) */
     unsigned inflight;              /* recipients claimed and not yet recorded */
     bool claiming;                  /* a claim is on its way */
+    bool woken;                     /* work arrived while claiming: claim again at once */
     bool stopping;                  /* no more claims; exit when inflight reaches 0 */
     unsigned long long delivered, deferred, failed;     /* counters, for logs */
     SSL_CTX *tls_ctx;               /* outbound STARTTLS */

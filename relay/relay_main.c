@@ -81,6 +81,8 @@ static bool setup(struct relay_main *m)
     char name[64];
     snprintf(name, sizeof name, "mxgate-%s", rl->role->name);
     rl->redis = redis_new(rl->base, &target, conf.redis_timeout, name);
+    snprintf(name, sizeof name, "mxgate-%s-wake", rl->role->name);
+    rl->wake = redis_new(rl->base, &target, conf.redis_timeout, name);
     redis_target_clear(&target);
     rl->dns = dns_new(rl->base, &conf.dns_servers, conf.dns_timeout, DNS_TRIES, &err);
     if (rl->dns == NULL)
@@ -112,6 +114,7 @@ static void teardown(struct relay_main *m)
         rl->role->fini(rl);
     dns_free(rl->dns);
     redis_free(rl->redis);
+    redis_free(rl->wake);
     SSL_CTX_free(rl->tls_ctx);
     struct event *evs[] = { m->sigterm, m->sigint, m->stop_check };
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)

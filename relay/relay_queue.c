@@ -56,10 +56,14 @@ static const char renew_lua[] =
     "return n\n";
 
 /*
+ * The common case, a message's only recipient reaching its end, skips rewriting a record that is
+ * deleted at once and the scan of the others.
+ *
  * KEYS: 1 lease set, 2 target due set, 3 P:rcpt:{ID}, 4 P:msg:{ID}, 5 P:body:{ID}, 6 P:log:{ID},
  *       7 the repository set (or a dummy), 8 lease owner
  * ARGV: 1 member, 2 index, 3 token, 4 outcome, 5 due ms, 6 last (JSON), 7 stage, 8 log
- *       retention s, 9 repository name or "", 10 message id, 11 "1" if a delay notice went out
+ *       retention s, 9 repository name or "", 10 message id, 11 "1" if a delay notice went out,
+ *       12 the wake channel of the stage routed to
  */
 static const char outcome_lua[] =
     "if redis.call('HGET', KEYS[8], ARGV[1]) ~= ARGV[3] then return 'stale' end\n"
@@ -85,12 +89,20 @@ static const char outcome_lua[] =
     "elseif out == 'routed' then\n"
     "  rec.state = 'pending'; rec.stage = ARGV[7]; rec.due = now\n"
     "  redis.call('ZADD', KEYS[2], now, ARGV[1])\n"
+    "  redis.call('PUBLISH', ARGV[12], '1')\n"
     "end\n"
-    "redis.call('HSET', KEYS[3], ARGV[2], cjson.encode(rec))\n"
     "redis.call('RPUSH', KEYS[6], cjson.encode({ts = now, event = out, rcpt = tonumber(ARGV[2]),\n"
     "  to = rec.to, code = last.code, status = last.status, text = last.text, mx = last.mx,\n"
     "  due = rec.due, stage = rec.stage}))\n"
-    "if out == 'failed' and ARGV[9] ~= '' then\n"
+    "local to_repo = out == 'failed' and ARGV[9] ~= ''\n"
+    "if final and not to_repo and redis.call('HLEN', KEYS[3]) == 1\n"
+    "   and redis.call('HEXISTS', KEYS[4], 'repo') == 0 then\n"
+    "  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])\n"
+    "  redis.call('EXPIRE', KEYS[6], ARGV[8])\n"
+    "  return 'removed'\n"
+    "end\n"
+    "redis.call('HSET', KEYS[3], ARGV[2], cjson.encode(rec))\n"
+    "if to_repo then\n"
     "  redis.call('ZADD', KEYS[7], now, ARGV[10])\n"
     "  redis.call('HSET', KEYS[4], 'repo', ARGV[9], 'repo_reason', last.text or '')\n"
     "end\n"
@@ -116,9 +128,14 @@ static const char expire_lua[] =
     "end\n"
     "return #m\n";
 
+static struct redis_script claim_script = REDIS_SCRIPT(claim_lua);
+static struct redis_script renew_script = REDIS_SCRIPT(renew_lua);
+static struct redis_script outcome_script = REDIS_SCRIPT(outcome_lua);
+static struct redis_script expire_script = REDIS_SCRIPT(expire_lua);
+
 void relay_stage_key(struct buf *b, const char *prefix, const char *stage, enum relay_stage_key which)
 {
-    static const char *const names[] = { "due", "due:urgent", "lease", "lease:owner" };
+    static const char *const names[] = { "due", "due:urgent", "lease", "lease:owner", "wake" };
     if (strcmp(stage, RELAY_STAGE_MAIN) == 0)
         buf_printf(b, "%s:%s", prefix, names[which]);
     else
@@ -189,14 +206,14 @@ bool relay_queue_claim(struct redis *r, const char *prefix, const char *stage, l
     char lease_s[32], max_s[16];
     snprintf(lease_s, sizeof lease_s, "%lld", lease_ms);
     snprintf(max_s, sizeof max_s, "%u", max);
-    const char *argv[] = { "EVAL", claim_lua, "4", urgent.data, due.data, lease.data, owner.data,
+    const char *argv[] = { "4", urgent.data, due.data, lease.data, owner.data,
                            lease_s, max_s, token };
     struct claim_call *call = xcalloc(1, sizeof *call);
     call->cb = cb;
     call->arg = arg;
     call->stage = stage;
     snprintf(call->token, sizeof call->token, "%s", token);
-    bool sent = redis_command(r, claim_reply, call, 10, argv, NULL);
+    bool sent = redis_eval(r, &claim_script, claim_reply, call, 8, argv, NULL);
     if (!sent)
         free(call);
     buf_release(&urgent);
@@ -233,10 +250,11 @@ bool relay_queue_outcome(struct redis *r, const char *prefix, const struct relay
                          const struct relay_result *res, relay_outcome_fn *cb, void *arg)
 {
     struct buf lease = BUF_INIT, target = BUF_INIT, rcpt = BUF_INIT, msg = BUF_INIT, body = BUF_INIT,
-               logk = BUF_INIT, repo = BUF_INIT, last = BUF_INIT, owner = BUF_INIT;
+               logk = BUF_INIT, repo = BUF_INIT, last = BUF_INIT, owner = BUF_INIT, wake = BUF_INIT;
     relay_stage_key(&lease, prefix, c->stage, STAGE_LEASE);
     relay_stage_key(&owner, prefix, c->stage, STAGE_OWNER);
     relay_stage_key(&target, prefix, res->outcome == OUTCOME_ROUTED ? res->stage : c->stage, STAGE_DUE);
+    relay_stage_key(&wake, prefix, res->outcome == OUTCOME_ROUTED ? res->stage : c->stage, STAGE_WAKE);
     queue_key(&rcpt, prefix, "rcpt", c->id);
     queue_key(&msg, prefix, "msg", c->id);
     queue_key(&body, prefix, "body", c->id);
@@ -266,18 +284,19 @@ bool relay_queue_outcome(struct redis *r, const char *prefix, const struct relay
     snprintf(due_s, sizeof due_s, "%lld", res->due_ms);
     snprintf(retention_s, sizeof retention_s, "%d", LOG_RETENTION_S);
     const char *argv[] = {
-        "EVAL", outcome_lua, "8", lease.data, target.data, rcpt.data, msg.data, body.data, logk.data,
+        "8", lease.data, target.data, rcpt.data, msg.data, body.data, logk.data,
         repo.data, owner.data, c->member, index_s, c->token, outcome_name(res->outcome), due_s, last.data,
         res->stage ? res->stage : "", retention_s, res->repo ? res->repo : "", c->id,
-        res->warned ? "1" : "0",
+        res->warned ? "1" : "0", wake.data,
     };
     struct outcome_call *call = xcalloc(1, sizeof *call);
     call->cb = cb;
     call->arg = arg;
-    bool sent = redis_command(r, outcome_reply, call, (int)(sizeof argv / sizeof argv[0]), argv, NULL);
+    bool sent = redis_eval(r, &outcome_script, outcome_reply, call, (int)(sizeof argv / sizeof argv[0]), argv,
+                           NULL);
     if (!sent)
         free(call);
-    struct buf *bufs[] = { &lease, &target, &rcpt, &msg, &body, &logk, &repo, &last, &owner };
+    struct buf *bufs[] = { &lease, &target, &rcpt, &msg, &body, &logk, &repo, &last, &owner, &wake };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         buf_release(bufs[i]);
     return sent;
@@ -307,11 +326,11 @@ bool relay_queue_expire_leases(struct redis *r, const char *prefix, const char *
     relay_stage_key(&due, prefix, stage, STAGE_DUE);
     relay_stage_key(&lease, prefix, stage, STAGE_LEASE);
     relay_stage_key(&owner, prefix, stage, STAGE_OWNER);
-    const char *argv[] = { "EVAL", expire_lua, "3", lease.data, due.data, owner.data };
+    const char *argv[] = { "3", lease.data, due.data, owner.data };
     struct count_call *call = xcalloc(1, sizeof *call);
     call->cb = cb;
     call->arg = arg;
-    bool sent = redis_command(r, count_reply, call, 6, argv, NULL);
+    bool sent = redis_eval(r, &expire_script, count_reply, call, 4, argv, NULL);
     if (!sent)
         free(call);
     buf_release(&due);
@@ -328,22 +347,20 @@ bool relay_queue_renew(struct redis *r, const char *prefix, const char *stage, l
     relay_stage_key(&owner, prefix, stage, STAGE_OWNER);
     char lease_s[32];
     snprintf(lease_s, sizeof lease_s, "%lld", lease_ms);
-    size_t argc = 6 + 2 * n;
+    size_t argc = 4 + 2 * n;
     const char **argv = xcalloc(argc, sizeof *argv);
-    argv[0] = "EVAL";
-    argv[1] = renew_lua;
-    argv[2] = "2";
-    argv[3] = lease.data;
-    argv[4] = owner.data;
-    argv[5] = lease_s;
+    argv[0] = "2";
+    argv[1] = lease.data;
+    argv[2] = owner.data;
+    argv[3] = lease_s;
     for (size_t i = 0; i < n; i++) {
-        argv[6 + 2 * i] = claims[i]->member;
-        argv[7 + 2 * i] = claims[i]->token;
+        argv[4 + 2 * i] = claims[i]->member;
+        argv[5 + 2 * i] = claims[i]->token;
     }
     struct count_call *call = xcalloc(1, sizeof *call);
     call->cb = cb;
     call->arg = arg;
-    bool sent = redis_command(r, count_reply, call, (int)argc, argv, NULL);
+    bool sent = redis_eval(r, &renew_script, count_reply, call, (int)argc, argv, NULL);
     if (!sent)
         free(call);
     free(argv);

@@ -92,7 +92,7 @@ bool relay_queue_outcome(struct redis *r, const char *prefix, const struct relay
 bool relay_queue_expire_leases(struct redis *r, const char *prefix, const char *stage,
                                relay_count_fn *cb, void *arg) __attribute__((warn_unused_result));
 
-enum relay_stage_key { STAGE_DUE, STAGE_URGENT, STAGE_LEASE, STAGE_OWNER };
+enum relay_stage_key { STAGE_DUE, STAGE_URGENT, STAGE_LEASE, STAGE_OWNER, STAGE_WAKE };
 /*
  * Keys of a stage: "P:due", "P:due:urgent", "P:lease", "P:lease:owner" for the main stage;
  * "P:S:due", "P:S:due:urgent", "P:S:lease", "P:S:lease:owner" for stage S.

@@ -517,6 +517,8 @@ static void claimed(struct relay_claim *claims, size_t n, const char *err, void 
 {
     struct relay *rl = arg;
     rl->claiming = false;
+    bool woken = rl->woken;
+    rl->woken = false;
     if (err != NULL) {
         if (!rl->stopping) {
             log_msg(LOG_WARN, "claim-failed", NULL, "%s", err);
@@ -552,7 +554,21 @@ static void claimed(struct relay_claim *claims, size_t n, const char *err, void 
     }
     /* A claim that arrives while stopping is still delivered: the stop waits for it. */
     if (!rl->stopping)
-        schedule_tick(rl, n > 0 ? 0 : conf.relay_poll);
+        schedule_tick(rl, n > 0 || woken ? 0 : conf.relay_poll);
+}
+
+/* New work on this stage (an enqueue, a routing): claim now rather than at the next poll. */
+static void woken_cb(const char *payload, size_t len, void *arg)
+{
+    (void)payload;
+    (void)len;
+    struct relay *rl = arg;
+    if (rl->stopping)
+        return;
+    if (rl->claiming)
+        rl->woken = true;
+    else if (rl->inflight < (unsigned)conf.relay_max_inflight)
+        schedule_tick(rl, 0);
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -647,6 +663,12 @@ bool relay_start(struct relay *rl)
     long long renew = conf.relay_lease / 3;
     struct timeval rtv = { renew / 1000, (renew % 1000) * 1000 };
     evtimer_add(rl->renew_timer, &rtv);
+    if (rl->wake != NULL) {
+        struct buf chan = BUF_INIT;
+        relay_stage_key(&chan, conf.redis_prefix, rl->role->stage, STAGE_WAKE);
+        redis_subscribe(rl->wake, chan.data, woken_cb, rl);
+        buf_release(&chan);
+    }
     schedule_tick(rl, 0);
     return true;
 }

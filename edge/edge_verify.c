@@ -67,7 +67,7 @@ static struct verify_source *source_new(struct event_base *base, const char *nam
             buf_puts(err, "lmtp needs local.verify_lmtp, bridge.lmtp or bridge.domain_lmtp");
             return NULL;
         }
-        return verify_lmtp_new(base, lmtp_target, NULL, hostname, timeout);
+        return verify_lmtp_new(base, lmtp_target, NULL, hostname, timeout, VERIFY_LMTP_IDLE_MS);
     }
     if (strcmp(name, "webadmin") == 0) {
         if (conf.local_verify_webadmin[0] == '\0') {

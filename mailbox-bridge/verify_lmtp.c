@@ -8,7 +8,7 @@
  *
  * Owns: one pool per target string (kept for the source's lifetime: targets come from the
  * configuration, so they are few), each with its connections (at most CONN_MAX, of which at most
- * IDLE_MAX idle, each idle one for IDLE_MS at most) and a FIFO of probes waiting for one; a copy
+ * IDLE_MAX idle, each idle one for idle_ms at most) and a FIFO of probes waiting for one; a copy
  * of lhlo_name; a libevent DNS base, made on the first target that is a host name. Borrows: the
  * event base, each probe's path (until its done callback).
  *
@@ -53,7 +53,6 @@
 #define LMTP_PORT 24
 #define CONN_MAX 16         /* connections per target, idle or busy */
 #define IDLE_MAX 8          /* idle connections kept per target */
-#define IDLE_MS 30000       /* how long an idle connection is kept */
 
 enum conn_state {
     CS_CONNECTING,      /* connect (and name lookup) in progress */
@@ -130,6 +129,7 @@ struct lmtp_src {
     void *target_arg;
     char *lhlo_name;
     long long timeout_ms;
+    long long idle_ms;                  /* how long an idle connection is kept */
     struct evdns_base *dns;             /* for targets that are host names; NULL until needed */
     struct pool_list pools;
     struct probe_list pending;          /* every probe not yet answered */
@@ -352,7 +352,8 @@ static void conn_idle(struct lmtp_conn *c)
     c->state = CS_IDLE;
     TAILQ_INSERT_HEAD(&pool->idle, c, idle_link);
     pool->nidle++;
-    struct timeval tv = { IDLE_MS / 1000, (IDLE_MS % 1000) * 1000 };
+    long long idle_ms = pool->src->idle_ms;
+    struct timeval tv = { idle_ms / 1000, (idle_ms % 1000) * 1000 };
     evtimer_add(c->timer, &tv);
 }
 
@@ -795,7 +796,7 @@ static void lmtp_free(struct verify_source *vs)
 }
 
 struct verify_source *verify_lmtp_new(struct event_base *base, verify_target_fn *target, void *target_arg,
-                                      const char *lhlo_name, long long timeout_ms)
+                                      const char *lhlo_name, long long timeout_ms, long long idle_ms)
 {
     struct lmtp_src *s = xcalloc(1, sizeof *s);
     s->vs.name = "lmtp";
@@ -807,6 +808,7 @@ struct verify_source *verify_lmtp_new(struct event_base *base, verify_target_fn 
     s->target_arg = target_arg;
     s->lhlo_name = xstrdup(lhlo_name != NULL && lhlo_name[0] != '\0' ? lhlo_name : "localhost");
     s->timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
+    s->idle_ms = idle_ms > 0 ? idle_ms : 1;
     TAILQ_INIT(&s->pools);
     TAILQ_INIT(&s->pending);
     s->reaper = event_new(base, -1, 0, reap_cb, s);

@@ -17,11 +17,13 @@ struct event_base;
  * address: LHLO, MAIL FROM:<>, RCPT TO:<address>, then RSET; the connection is kept for the next
  * probe. 2xx: EXISTS; 5xx: DUNNO; 4xx, a connection failure, a malformed reply or the timeout:
  * TEMPFAIL. target(domain, arg) names the server for the address's domain: "host[:port]" (port 24)
- * or "unix:/path"; NULL or "" answers DUNNO. lhlo_name is copied.
+ * or "unix:/path"; NULL or "" answers DUNNO. lhlo_name is copied. An idle connection is closed
+ * (QUIT) after idle_ms; VERIFY_LMTP_IDLE_MS is what the edge uses.
  */
+#define VERIFY_LMTP_IDLE_MS 30000
 typedef const char *verify_target_fn(const char *domain, void *arg);
 struct verify_source *verify_lmtp_new(struct event_base *base, verify_target_fn *target, void *target_arg,
-                                      const char *lhlo_name, long long timeout_ms);
+                                      const char *lhlo_name, long long timeout_ms, long long idle_ms);
 
 /*
  * verify_webadmin.c: HEAD {url}/users/{address} against Apache James's WebAdmin API (libcurl):

@@ -229,8 +229,14 @@ def test_max_connections(edge_factory, connect):
 
 def test_max_connections_per_ip(edge_factory, connect):
     m = edge_factory({"edge.max_connections_per_ip": "2"})
-    a, b = connect(m.port), connect(m.port)
-    assert a.greeting[0] == 220 and b.greeting[0] == 220
+
+    def greeted():
+        c = connect(m.port)
+        return c if c.greeting[0] == 220 else None
+    a = connect(m.port)
+    assert a.greeting[0] == 220
+    # The start-up check's connection may not have been seen to close yet.
+    b = wait_for(greeted, timeout=5, what="a second per-IP slot")
     third = connect(m.port)
     expect(third.greeting, 421, "4.7.0")
     assert third.closed()
@@ -238,10 +244,6 @@ def test_max_connections_per_ip(edge_factory, connect):
     fourth = connect(m.sub_port)
     expect(fourth.greeting, 421, "4.7.0")
     b.close()
-
-    def greeted():
-        c = connect(m.port)
-        return c if c.greeting[0] == 220 else None
     wait_for(greeted, timeout=5, what="a free per-IP slot")
 
 

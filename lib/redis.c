@@ -647,14 +647,14 @@ static bool send_argv(struct redis *r, redis_reply_fn *cb, void *arg, int argc, 
 bool redis_command(struct redis *r, redis_reply_fn *cb, void *arg, int argc, const char **argv,
                    const size_t *argvlen)
 {
-    if (!redis_connected(r))
+    if (!redis_connected(r) || r->sub_channel != NULL)
         return false;
     return send_argv(r, cb, arg, argc, argv, argvlen);
 }
 
 bool redis_commandf(struct redis *r, redis_reply_fn *cb, void *arg, const char *fmt, ...)
 {
-    if (!redis_connected(r))
+    if (!redis_connected(r) || r->sub_channel != NULL)
         return false;
     char *cmd;
     va_list ap;
@@ -707,7 +707,7 @@ static void script_forget(struct conn *c, const struct redis_script *s)
 bool redis_eval(struct redis *r, struct redis_script *s, redis_reply_fn *cb, void *arg, int argc,
                 const char **argv, const size_t *argvlen)
 {
-    if (!redis_connected(r))
+    if (!redis_connected(r) || r->sub_channel != NULL)
         return false;
     struct conn *c = r->conn;
     if (s->sha[0] == '\0')

@@ -426,3 +426,21 @@ def test_mx_host_limit_holds_across_domains(world):
     assert min(gaps) >= 0.4, gaps
     assert t[-1] - t[0] >= (n - 1) * 0.45, t
     assert all("MX host" in e["reply"] for e in relay.events("throttled"))
+
+
+def test_new_mail_wakes_an_idle_relay(world):
+    # The relay polls once a minute (the longest relay.poll allows): after its first, empty claim
+    # only the edge's PUBLISH on "mxg:wake" can make it look again within the test's bound.
+    relay = world.relay({"relay.poll": "1m"})
+    r = world.redis.client
+    mxtest.wait_for(lambda: r.pubsub_numsub("mxg:wake")[0][1] >= 1, what="the relay subscribed")
+    subscribers = [c for c in r.client_list() if c.get("name") == "mxgate-relay-wake"]
+    assert len(subscribers) == 1 and subscribers[0]["sub"] == "1", r.client_list()
+    time.sleep(1)                               # the first claim has found nothing
+    t0 = time.monotonic()
+    code, _ = send_message(world.edge.port, "a@src.test", ["b@remote.test"],
+                           b"Subject: wake\r\n\r\nx\r\n.\r\n")
+    assert code == 250
+    mxtest.wait_for(lambda: len(world.sink.dumps()) == 1, timeout=15, what="delivery woken by new mail")
+    assert time.monotonic() - t0 < 15           # the next poll was 60 s away
+    assert len(relay.events("delivered")) == 1

@@ -1,12 +1,15 @@
 /*
- * test_redis.c - redis.c and queue_enqueue() against a real redis-server.
+ * test_redis.c - redis.c (commands, scripts, subscriptions) and queue_enqueue() against a real
+ * redis-server.
  *
  * The group setup starts redis-server (Debian's 7.x) in a mkdtemp directory on a unix socket with
  * the durability settings mxgate requires, and every test drives a libevent loop. The tests
  * stop, freeze (SIGSTOP) and restart the server, make it full (maxmemory) and read-only (a
  * replica), and check that the caller always hears back exactly once and never hears "ok" when
- * Redis did not apply the whole transaction. The server is killed at exit (atexit, and
- * PR_SET_PDEATHSIG should the test die).
+ * Redis did not apply the whole transaction. Scripts must reach the server once per connection
+ * (counted in INFO commandstats) and come back after SCRIPT FLUSH and restarts; subscribers must
+ * get every message of their channel, byte for byte, across restarts, and take no other command.
+ * The server is killed at exit (atexit, and PR_SET_PDEATHSIG should the test die).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -804,6 +807,455 @@ static void test_tcp(void **state)
     buf_release(&err);
 }
 
+/* ---- scripts --------------------------------------------------------------------------------- */
+
+/* A reply kept byte for byte: a string, status or error, an integer, or an array of those. */
+struct elem {
+    int type;
+    size_t len;
+    char str[64];
+    long long integer;
+};
+
+struct got_eval {
+    int calls;
+    bool had_reply;
+    struct elem top;            /* the reply itself */
+    size_t n;                   /* array elements (up to 4 kept) */
+    struct elem el[4];
+    char err[128];
+};
+
+static void keep(struct elem *e, const redisReply *reply)
+{
+    e->type = reply->type;
+    e->integer = reply->integer;
+    e->len = reply->str != NULL ? reply->len : 0;
+    if (e->len > sizeof e->str)
+        e->len = sizeof e->str;
+    if (e->len > 0)
+        memcpy(e->str, reply->str, e->len);
+}
+
+static void on_eval(redisReply *reply, const char *err, void *arg)
+{
+    struct got_eval *g = arg;
+    g->calls++;
+    g->had_reply = reply != NULL;
+    snprintf(g->err, sizeof g->err, "%s", err != NULL ? err : "");
+    if (reply == NULL)
+        return;
+    keep(&g->top, reply);
+    g->n = reply->type == REDIS_REPLY_ARRAY ? reply->elements : 0;
+    for (size_t i = 0; i < g->n && i < 4; i++)
+        keep(&g->el[i], reply->element[i]);
+}
+
+static bool eval_called(void *arg)
+{
+    return ((struct got_eval *)arg)->calls > 0;
+}
+
+/* Runs a script and waits for its one callback. */
+static void eval_wait(struct redis *r, struct redis_script *s, struct got_eval *g, int argc,
+                      const char **argv, const size_t *argvlen)
+{
+    memset(g, 0, sizeof *g);
+    assert_true(redis_eval(r, s, on_eval, g, argc, argv, argvlen));
+    assert_int_equal(g->calls, 0);      /* never from inside the call */
+    assert_true(run_until(eval_called, g, 2000));
+    assert_int_equal(g->calls, 1);
+}
+
+static void expect_eval_int(const struct got_eval *g, long long want)
+{
+    assert_true(g->had_reply);
+    if (g->top.type == REDIS_REPLY_ERROR)
+        fail_msg("error reply: %.*s", (int)g->top.len, g->top.str);
+    assert_int_equal(g->top.type, REDIS_REPLY_INTEGER);
+    assert_int_equal(g->top.integer, want);
+}
+
+static void expect_noscript(const struct got_eval *g)
+{
+    assert_true(g->had_reply);
+    assert_string_equal(g->err, "");
+    assert_int_equal(g->top.type, REDIS_REPLY_ERROR);
+    assert_true(g->top.len >= 8);
+    assert_memory_equal(g->top.str, "NOSCRIPT", 8);
+}
+
+/* Calls of a command since the server started (INFO commandstats), e.g. "script|load". */
+static long long cmd_calls(const char *name)
+{
+    redisContext *c = trs_sync();
+    redisReply *rep = cmd(c, "INFO %s", "commandstats", NULL);
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    char needle[64];
+    snprintf(needle, sizeof needle, "cmdstat_%s:calls=", name);
+    const char *p = strstr(rep->str, needle);
+    long long n = p != NULL ? strtoll(p + strlen(needle), NULL, 10) : 0;
+    freeReplyObject(rep);
+    redisFree(c);
+    return n;
+}
+
+/* SCRIPT EXISTS sha: 1 when the server holds the script, 0 when not. */
+static long long script_exists(const char *sha)
+{
+    redisContext *c = trs_sync();
+    redisReply *rep = cmd(c, "SCRIPT EXISTS %s", sha, NULL);
+    assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(rep->elements, 1);
+    assert_int_equal(rep->element[0]->type, REDIS_REPLY_INTEGER);
+    long long n = rep->element[0]->integer;
+    freeReplyObject(rep);
+    redisFree(c);
+    return n;
+}
+
+/* The digest Redis computes for s's text; loads it on the server. */
+static void expect_digest(const struct redis_script *s)
+{
+    redisContext *c = trs_sync();
+    redisReply *rep = cmd(c, "SCRIPT LOAD %s", s->text, NULL);
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    assert_string_equal(s->sha, rep->str);
+    freeReplyObject(rep);
+    redisFree(c);
+}
+
+/* Each script's text is unique to this file, so no other test has loaded it. */
+static struct redis_script echo_script = REDIS_SCRIPT(
+    "-- test_redis: echo\n"
+    "return {KEYS[1], ARGV[1], ARGV[2], #ARGV}");
+static struct redis_script incr_script = REDIS_SCRIPT(
+    "-- test_redis: incr\n"
+    "return redis.call('INCRBY', KEYS[1], ARGV[1])");
+static struct redis_script flush_script = REDIS_SCRIPT(
+    "-- test_redis: flush\n"
+    "return redis.call('INCRBY', KEYS[1], ARGV[1])");
+static struct redis_script restart_script = REDIS_SCRIPT(
+    "-- test_redis: restart\n"
+    "return redis.call('INCRBY', KEYS[1], ARGV[1])");
+
+static void test_eval(void **state)
+{
+    (void)state;
+    struct redis *r = connect_new(1000, "eval");
+    long long loads0 = cmd_calls("script|load"), evals0 = cmd_calls("eval");
+    long long shas0 = cmd_calls("evalsha");
+    assert_string_equal(echo_script.sha, "");
+
+    /* Keys and arguments arrive byte for byte (NUL inside, an empty one), in order. */
+    struct got_eval g;
+    const char *argv[] = { "1", "k\0ey", "a\0b", "" };
+    const size_t argvlen[] = { 1, 4, 3, 0 };
+    eval_wait(r, &echo_script, &g, 4, argv, argvlen);
+    assert_true(g.had_reply);
+    assert_string_equal(g.err, "");
+    assert_int_equal(g.top.type, REDIS_REPLY_ARRAY);
+    assert_int_equal(g.n, 4);
+    assert_int_equal(g.el[0].type, REDIS_REPLY_STRING);
+    assert_int_equal(g.el[0].len, 4);
+    assert_memory_equal(g.el[0].str, "k\0ey", 4);
+    assert_int_equal(g.el[1].type, REDIS_REPLY_STRING);
+    assert_int_equal(g.el[1].len, 3);
+    assert_memory_equal(g.el[1].str, "a\0b", 3);
+    assert_int_equal(g.el[2].type, REDIS_REPLY_STRING);
+    assert_int_equal(g.el[2].len, 0);
+    assert_int_equal(g.el[3].type, REDIS_REPLY_INTEGER);
+    assert_int_equal(g.el[3].integer, 2);
+
+    /* Loaded once, run by digest: the digest is Redis's own, and the text went over once. */
+    assert_int_equal(strlen(echo_script.sha), 40);
+    assert_int_equal(script_exists(echo_script.sha), 1);
+    assert_int_equal(cmd_calls("script|load"), loads0 + 1);
+    eval_wait(r, &echo_script, &g, 4, argv, argvlen);
+    assert_int_equal(g.n, 4);
+    assert_memory_equal(g.el[1].str, "a\0b", 3);
+    assert_int_equal(cmd_calls("script|load"), loads0 + 1);
+    assert_int_equal(cmd_calls("evalsha"), shas0 + 2);
+    assert_int_equal(cmd_calls("eval"), evals0);
+
+    /* A first use pipelined twice in one turn (C strings: no lengths): one load, both run. */
+    struct got_eval g2 = { 0 };
+    const char *incr[] = { "1", "t:eval:n", "5" };
+    memset(&g, 0, sizeof g);
+    assert_true(redis_eval(r, &incr_script, on_eval, &g, 3, incr, NULL));
+    assert_true(redis_eval(r, &incr_script, on_eval, &g2, 3, incr, NULL));
+    assert_true(run_until(eval_called, &g2, 2000));
+    assert_int_equal(g.calls, 1);
+    assert_int_equal(g2.calls, 1);
+    expect_eval_int(&g, 5);
+    expect_eval_int(&g2, 10);
+    assert_int_equal(cmd_calls("script|load"), loads0 + 2);
+    redisContext *c = trs_sync();
+    expect_str(c, "GET %s", "t:eval:n", NULL, "10");
+    redisFree(c);
+
+    /* An error raised by the script reaches the callback as an error reply. */
+    const char *bad[] = { "1", "t:eval:n", "not-a-number" };
+    eval_wait(r, &incr_script, &g, 3, bad, NULL);
+    assert_true(g.had_reply);
+    assert_int_equal(g.top.type, REDIS_REPLY_ERROR);
+    assert_non_null(memmem(g.top.str, g.top.len, "not an integer", 14));
+
+    /* Another connection loads it for itself, once. */
+    struct redis *r2 = connect_new(1000, "eval2");
+    eval_wait(r2, &incr_script, &g, 3, incr, NULL);
+    expect_eval_int(&g, 15);
+    eval_wait(r2, &incr_script, &g, 3, incr, NULL);
+    expect_eval_int(&g, 20);
+    assert_int_equal(cmd_calls("script|load"), loads0 + 3);
+    redis_free(r2);
+
+    /* Not connected: refused at once, no callback. */
+    struct redis_target t = { .path = trs_sock };
+    struct redis *r3 = redis_new(base, &t, 1000, "eval3");
+    memset(&g, 0, sizeof g);
+    assert_false(redis_eval(r3, &incr_script, on_eval, &g, 3, incr, NULL));
+    run_for(50);
+    assert_int_equal(g.calls, 0);
+    redis_free(r3);
+
+    expect_digest(&echo_script);
+    expect_digest(&incr_script);
+    redis_free(r);
+}
+
+static void test_eval_noscript(void **state)
+{
+    (void)state;
+    struct redis *r = connect_new(1000, "noscript");
+    struct got_eval g, g2;
+    const char *argv[] = { "1", "t:flush:n", "1" };
+    eval_wait(r, &flush_script, &g, 3, argv, NULL);
+    expect_eval_int(&g, 1);
+
+    /* The server forgets its scripts: that call hears NOSCRIPT, the next one loads it again. */
+    admin("SCRIPT FLUSH%s", "");
+    assert_int_equal(script_exists(flush_script.sha), 0);
+    long long loads0 = cmd_calls("script|load");
+    eval_wait(r, &flush_script, &g, 3, argv, NULL);
+    expect_noscript(&g);
+    assert_int_equal(cmd_calls("script|load"), loads0);
+    eval_wait(r, &flush_script, &g, 3, argv, NULL);
+    expect_eval_int(&g, 2);
+    assert_int_equal(cmd_calls("script|load"), loads0 + 1);
+    assert_int_equal(script_exists(flush_script.sha), 1);
+    assert_true(redis_connected(r));
+
+    /* Two calls already on their way both hear NOSCRIPT; the next call loads it once. */
+    admin("SCRIPT FLUSH%s", "");
+    memset(&g, 0, sizeof g);
+    memset(&g2, 0, sizeof g2);
+    assert_true(redis_eval(r, &flush_script, on_eval, &g, 3, argv, NULL));
+    assert_true(redis_eval(r, &flush_script, on_eval, &g2, 3, argv, NULL));
+    assert_true(run_until(eval_called, &g2, 2000));
+    assert_int_equal(g.calls, 1);
+    expect_noscript(&g);
+    expect_noscript(&g2);
+    eval_wait(r, &flush_script, &g, 3, argv, NULL);
+    expect_eval_int(&g, 3);
+    eval_wait(r, &flush_script, &g, 3, argv, NULL);
+    expect_eval_int(&g, 4);
+    assert_int_equal(cmd_calls("script|load"), loads0 + 2);
+    redis_free(r);
+}
+
+static void test_eval_server_restart(void **state)
+{
+    (void)state;
+    struct redis *r = connect_new(1000, "evalrestart");
+    struct got_eval g;
+    const char *argv[] = { "1", "t:restart:n", "1" };
+    eval_wait(r, &restart_script, &g, 3, argv, NULL);
+    expect_eval_int(&g, 1);
+
+    /* Killed and not noticed yet: the call is sent and fails; noticed: refused. */
+    trs_stop();
+    assert_true(redis_connected(r));
+    eval_wait(r, &restart_script, &g, 3, argv, NULL);
+    assert_false(g.had_reply);
+    assert_string_equal(g.err, "connection lost");
+    assert_true(run_until(is_down, r, 2000));
+    memset(&g, 0, sizeof g);
+    assert_false(redis_eval(r, &restart_script, on_eval, &g, 3, argv, NULL));
+
+    /* A new server holds no scripts: the new connection loads it before its first call. */
+    trs_start();
+    assert_true(run_until(is_connected, r, 3000));
+    assert_int_equal(script_exists(restart_script.sha), 0);
+    eval_wait(r, &restart_script, &g, 3, argv, NULL);
+    expect_eval_int(&g, 2);
+    assert_int_equal(script_exists(restart_script.sha), 1);
+    assert_int_equal(cmd_calls("script|load"), 1);
+    assert_int_equal(g.calls, 1);
+    redis_free(r);
+}
+
+/* ---- subscriptions --------------------------------------------------------------------------- */
+
+struct msgs {
+    int n;
+    size_t len[8];
+    char data[8][32];
+};
+
+static void on_msg(const char *payload, size_t len, void *arg)
+{
+    struct msgs *m = arg;
+    if (m->n < 8 && len <= sizeof m->data[0]) {
+        m->len[m->n] = len;
+        memcpy(m->data[m->n], payload, len);
+    }
+    m->n++;
+}
+
+static void expect_msg(const struct msgs *m, int i, const char *data, size_t len)
+{
+    assert_true(i < m->n);
+    assert_int_equal(m->len[i], len);
+    assert_memory_equal(m->data[i], data, len);
+}
+
+/* PUBLISH channel payload; returns how many subscribers received it. */
+static long long publish(const char *channel, const char *data, size_t len)
+{
+    redisContext *c = trs_sync();
+    redisReply *rep = redisCommand(c, "PUBLISH %s %b", channel, data, len);
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+    long long n = rep->integer;
+    freeReplyObject(rep);
+    redisFree(c);
+    return n;
+}
+
+/* PUBSUB NUMSUB channel. */
+static long long numsub(const char *channel)
+{
+    if (!trs_answers())
+        return -1;
+    redisContext *c = trs_sync();
+    redisReply *rep = cmd(c, "PUBSUB NUMSUB %s", channel, NULL);
+    assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(rep->elements, 2);
+    long long n = rep->element[1]->integer;
+    freeReplyObject(rep);
+    redisFree(c);
+    return n;
+}
+
+static bool one_subscriber(void *arg)
+{
+    return numsub(arg) == 1;
+}
+
+static bool no_subscriber(void *arg)
+{
+    return numsub(arg) == 0;
+}
+
+/* Runs the loop until m holds want messages, then a little longer to catch any extra. */
+static void wait_msgs(struct msgs *m, int want)
+{
+    assert_true(tp_run_count(base, &m->n, want, 2000));
+    run_for(50);
+    assert_int_equal(m->n, want);
+}
+
+static void test_subscribe(void **state)
+{
+    (void)state;
+    /* Subscribed before it connects: the SUBSCRIBE follows the handshake. */
+    struct redis_target t = { .path = trs_sock };
+    struct redis *r = redis_new(base, &t, 1000, "sub");
+    struct msgs m = { 0 };
+    redis_subscribe(r, "t:wake", on_msg, &m);
+    assert_true(run_until(is_connected, r, 3000));
+    assert_true(run_until(one_subscriber, "t:wake", 2000));
+
+    /* Messages in order, byte for byte; other channels' messages do not arrive. */
+    assert_int_equal(publish("t:other", "x", 1), 0);
+    assert_int_equal(publish("t:wake", "one", 3), 1);
+    assert_int_equal(publish("t:wakeup", "y", 1), 0);
+    assert_int_equal(publish("t:wake", "t\0wo", 4), 1);
+    assert_int_equal(publish("t:wake", "", 0), 1);
+    assert_int_equal(publish("t:wake", "\xff\r\nfour", 7), 1);
+    wait_msgs(&m, 4);
+    expect_msg(&m, 0, "one", 3);
+    expect_msg(&m, 1, "t\0wo", 4);
+    expect_msg(&m, 2, "", 0);
+    expect_msg(&m, 3, "\xff\r\nfour", 7);
+
+    /* The server restarts: the new connection subscribes again. */
+    trs_stop();
+    assert_true(run_until(is_down, r, 2000));
+    trs_start();
+    assert_true(run_until(is_connected, r, 3000));
+    assert_true(run_until(one_subscriber, "t:wake", 2000));
+    assert_int_equal(publish("t:wake", "after\0restart", 13), 1);
+    wait_msgs(&m, 5);
+    expect_msg(&m, 4, "after\0restart", 13);
+
+    /* Subscribed once connected: at once. */
+    struct redis *r2 = connect_new(1000, "sub2");
+    struct msgs m2 = { 0 };
+    redis_subscribe(r2, "t:late", on_msg, &m2);
+    assert_true(run_until(one_subscriber, "t:late", 2000));
+    assert_int_equal(publish("t:late", "late", 4), 1);
+    assert_int_equal(publish("t:wake", "six", 3), 1);
+    wait_msgs(&m2, 1);
+    expect_msg(&m2, 0, "late", 4);
+    wait_msgs(&m, 6);
+    expect_msg(&m, 5, "six", 3);
+
+    /* Freed with nothing pending: gone from the server, no message after. */
+    redis_free(r2);
+    redis_free(r);
+    assert_true(run_until(no_subscriber, "t:wake", 2000));
+    assert_true(run_until(no_subscriber, "t:late", 2000));
+    assert_int_equal(publish("t:wake", "gone", 4), 0);
+    assert_int_equal(m.n, 6);
+    assert_int_equal(m2.n, 1);
+}
+
+static void test_subscriber_takes_no_command(void **state)
+{
+    (void)state;
+    struct redis_target t = { .path = trs_sock };
+    struct redis *r = redis_new(base, &t, 1000, "subcmd");
+    struct msgs m = { 0 };
+    redis_subscribe(r, "t:nocmd", on_msg, &m);
+    assert_true(run_until(is_connected, r, 3000));
+    assert_true(run_until(one_subscriber, "t:nocmd", 2000));
+
+    struct got g = { 0 };
+    struct got_eval ge = { 0 };
+    const char *ping[] = { "PING" };
+    const char *argv[] = { "1", "t:nocmd:n", "1" };
+    assert_false(redis_command(r, on_reply, &g, 1, ping, NULL));
+    assert_false(redis_commandf(r, on_reply, &g, "GET %s", "t:nocmd:n"));
+    assert_false(redis_eval(r, &incr_script, on_eval, &ge, 3, argv, NULL));
+
+    /* Still a subscriber, and its messages still go to it. */
+    assert_int_equal(publish("t:nocmd", "m1", 2), 1);
+    wait_msgs(&m, 1);
+    expect_msg(&m, 0, "m1", 2);
+    run_for(1200);      /* past the timeout: nothing was waiting, so nothing timed out */
+    assert_true(redis_connected(r));
+    assert_int_equal(g.calls, 0);
+    assert_int_equal(ge.calls, 0);
+    assert_int_equal(publish("t:nocmd", "m2", 2), 1);
+    wait_msgs(&m, 2);
+    expect_msg(&m, 1, "m2", 2);
+    redis_free(r);
+    assert_int_equal(g.calls, 0);
+    assert_int_equal(ge.calls, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -817,6 +1269,11 @@ int main(void)
         cmocka_unit_test(test_tcp),
         cmocka_unit_test(test_sigstop_timeout),
         cmocka_unit_test(test_enqueue_server_down_and_back),
+        cmocka_unit_test(test_eval),
+        cmocka_unit_test(test_eval_noscript),
+        cmocka_unit_test(test_eval_server_restart),
+        cmocka_unit_test(test_subscribe),
+        cmocka_unit_test(test_subscriber_takes_no_command),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

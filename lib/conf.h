@@ -124,6 +124,7 @@ struct conf {
     long long relay_max_inflight;       /* relay.max_inflight: recipients in delivery per node */
     long long relay_lease;              /* relay.lease (ms) */
     long long relay_poll;               /* relay.poll (ms): claim interval when idle */
+    long long relay_history_retention;  /* relay.history_retention (ms): P:log:{ID} after removal */
     char *relay_failed_repository;      /* relay.failed_repository: "" = none */
     char *relay_temporary_repository;   /* relay.temporary_repository: "" = retry on schedule */
     long long relay_delay_warning;      /* relay.delay_warning (ms): 0 = no delay notices */

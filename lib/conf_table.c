@@ -214,6 +214,8 @@ const struct conf_row conf_rows[] = {
         "How long a claimed recipient stays with its relay process before another may take it over; longer than the slowest delivery."),
     NUM(CONF_DURATION, "relay.poll", relay_poll, "500ms", 10 * MSEC, 1 * MIN, true,
         "How often an idle relay process looks for due work (new mail wakes it at once)."),
+    NUM(CONF_DURATION, "relay.history_retention", relay_history_retention, "1h", 0, 30 * DAY, true,
+        "How long a message's history (P:log:{ID}, `mxgate queue log`) stays in Redis after the message has left the queue; it costs some 400 bytes of Redis memory per message."),
     STR("relay.failed_repository", relay_failed_repository, "remote-delivery/permanent", true,
         "Mail repository that keeps permanently failed messages; empty = keep none."),
     STR("relay.temporary_repository", relay_temporary_repository, "", true,

@@ -19,14 +19,12 @@
 #include <jansson.h>
 
 #include "buf.h"
+#include "conf.h"
 #include "mem.h"
 #include "ops.h"
 #include "ops_cli.h"
 #include "queue.h"
 #include "relay_queue.h"
-
-/* How long P:log:{ID} stays after its message is removed (seconds): what the relay keeps. */
-#define LOG_RETENTION_S (7 * 86400)
 
 /*
  * KEYS: 1 msg, 2 rcpt, 3 body, 4 log, 5 the repository, 6 the stage's due set. ARGV: 1 id,
@@ -400,8 +398,8 @@ static int repo_reprocess(struct ops_cli *cli, const struct ops_args *a, int arg
         rc = repo_ids(cli, pos, npos, all, &ids, &n);
     const char *name = npos > 0 ? pos[0] : "";
     struct buf keys[6] = { BUF_INIT };
-    char retention[16];
-    snprintf(retention, sizeof retention, "%d", LOG_RETENTION_S);
+    char retention[32];
+    snprintf(retention, sizeof retention, "%lld", conf.relay_history_retention / 1000);
     for (size_t i = 0; rc != 2 && cli->c != NULL && i < n; i++) {
         for (size_t k = 0; k < 6; k++)
             buf_reset(&keys[k]);

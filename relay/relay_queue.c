@@ -16,9 +16,6 @@
 #include "queue.h"
 #include "redis.h"
 
-/* How long the per-message event log stays after its message is gone (seconds). */
-#define LOG_RETENTION_S (7 * 86400)
-
 /*
  * KEYS: 1 urgent due, 2 due, 3 lease, 4 lease owner. ARGV: 1 lease ms, 2 max, 3 token. Urgent
  * work is taken first, so it never waits behind a backlog of retries that came due together.
@@ -246,8 +243,9 @@ static const char *outcome_name(enum relay_outcome o)
     return names[o];
 }
 
-bool relay_queue_outcome(struct redis *r, const char *prefix, const struct relay_claim *c,
-                         const struct relay_result *res, relay_outcome_fn *cb, void *arg)
+bool relay_queue_outcome(struct redis *r, const char *prefix, long long history_s,
+                         const struct relay_claim *c, const struct relay_result *res,
+                         relay_outcome_fn *cb, void *arg)
 {
     struct buf lease = BUF_INIT, target = BUF_INIT, rcpt = BUF_INIT, msg = BUF_INIT, body = BUF_INIT,
                logk = BUF_INIT, repo = BUF_INIT, last = BUF_INIT, owner = BUF_INIT, wake = BUF_INIT;
@@ -279,10 +277,10 @@ bool relay_queue_outcome(struct redis *r, const char *prefix, const struct relay
     }
     buf_putc(&last, '}');
 
-    char index_s[16], due_s[32], retention_s[16];
+    char index_s[16], due_s[32], retention_s[32];
     snprintf(index_s, sizeof index_s, "%u", c->index);
     snprintf(due_s, sizeof due_s, "%lld", res->due_ms);
-    snprintf(retention_s, sizeof retention_s, "%d", LOG_RETENTION_S);
+    snprintf(retention_s, sizeof retention_s, "%lld", history_s);
     const char *argv[] = {
         "8", lease.data, target.data, rcpt.data, msg.data, body.data, logk.data,
         repo.data, owner.data, c->member, index_s, c->token, outcome_name(res->outcome), due_s, last.data,

@@ -78,14 +78,16 @@ struct relay_result {
 /*
  * A deferred or throttled recipient goes back to the due set of the stage it was claimed from;
  * a routed one to res->stage's.
+ * history_s is how long P:log:{ID} stays once the message is removed (relay.history_retention).
  * "ok" (recorded), "removed" (recorded, and it was the message's last recipient: its keys are
  * gone), "stale" (our lease had expired: someone else owns the recipient; nothing written), or
  * err on failure.
  */
 typedef void relay_outcome_fn(const char *status, const char *err, void *arg);
 
-bool relay_queue_outcome(struct redis *r, const char *prefix, const struct relay_claim *c,
-                         const struct relay_result *res, relay_outcome_fn *cb, void *arg)
+bool relay_queue_outcome(struct redis *r, const char *prefix, long long history_s,
+                         const struct relay_claim *c, const struct relay_result *res,
+                         relay_outcome_fn *cb, void *arg)
     __attribute__((warn_unused_result));
 
 /* Returns members whose lease has expired in `stage` to its due set; cb gets how many (or -1). */

@@ -122,7 +122,8 @@ static void outcome_recorded(const char *status, const char *err, void *arg)
 
 static void record(struct relay *rl, struct relay_rcpt *r)
 {
-    if (!relay_queue_outcome(rl->redis, conf.redis_prefix, &r->claim, &r->result, outcome_recorded, r))
+    if (!relay_queue_outcome(rl->redis, conf.redis_prefix, conf.relay_history_retention / 1000, &r->claim,
+                             &r->result, outcome_recorded, r))
         outcome_recorded(NULL, "redis not connected", r);
 }
 

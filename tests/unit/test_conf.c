@@ -174,7 +174,7 @@ static void test_rows(void **state)
     struct buf errs = BUF_INIT;
     assert_true(conf_load(NULL, NULL, 0, &errs));
     buf_release(&errs);
-    assert_int_equal(conf_nrows, 99);
+    assert_int_equal(conf_nrows, 100);
     for (size_t i = 0; i < conf_nrows; i++) {
         const struct conf_row *r = &conf_rows[i];
         assert_ptr_equal(conf_find(r->name), r);

@@ -21,6 +21,9 @@
 #include "support/peer.h"
 #include "support/redis_server.h"
 
+/* How long a removed message's history stays, as relay.history_retention would say (seconds). */
+#define HISTORY_S 3600
+
 static struct event_base *base;
 static struct redis *rq;
 static redisContext *sc;
@@ -173,7 +176,7 @@ static const char *record(const struct relay_claim *c, const struct relay_result
 {
     static struct outcome o;
     memset(&o, 0, sizeof o);
-    assert_true(relay_queue_outcome(rq, "mxg", c, res, on_outcome, &o));
+    assert_true(relay_queue_outcome(rq, "mxg", HISTORY_S, c, res, on_outcome, &o));
     assert_true(tp_run_until(base, outcome_called, &o, 3000));
     return o.status;
 }
@@ -304,7 +307,8 @@ static void test_outcomes_and_removal(void **state)
     assert_int_equal(integer("EXISTS %s", "mxg:msg:{ID3}"), 0);
     assert_int_equal(integer("EXISTS %s", "mxg:body:{ID3}"), 0);
     assert_int_equal(integer("EXISTS %s", "mxg:rcpt:{ID3}"), 0);
-    assert_true(integer("TTL %s", "mxg:log:{ID3}") > 0);
+    long long ttl = integer("TTL %s", "mxg:log:{ID3}");
+    assert_true(ttl > HISTORY_S - 10 && ttl <= HISTORY_S);
     /* enqueued + 4 recorded outcomes (the stale one wrote nothing) */
     assert_int_equal(integer("LLEN %s", "mxg:log:{ID3}"), 5);
 }
@@ -444,6 +448,40 @@ static void test_failed_into_repository_keeps_message(void **state)
     freeReplyObject(r);
 }
 
+/* A message's only recipient reaches its end: the message goes at once, its history stays. */
+static void test_single_recipient_removed(void **state)
+{
+    (void)state;
+    struct relay_result delivered = { .outcome = OUTCOME_DELIVERED, .code = 250, .status = "2.0.0",
+                                      .text = "Ok", .mx = "mx.x.test" };
+    struct relay_result failed = { .outcome = OUTCOME_FAILED, .code = 550, .status = "5.1.1",
+                                   .text = "unknown" };
+    const struct relay_result *ends[] = { &delivered, &failed };
+    const char *events[] = { "\"event\":\"delivered\"", "\"event\":\"failed\"" };
+    for (size_t i = 0; i < 2; i++) {
+        flushall();
+        const char *to[] = { "b@x.test" };
+        enqueue("ID9", to, 1);
+        struct claimed got;
+        claim(RELAY_STAGE_MAIN, 60000, 10, &got);
+        assert_int_equal(got.n, 1);
+        assert_string_equal(record(&got.c[0], ends[i]), "removed");
+        assert_int_equal(integer("EXISTS %s", "mxg:msg:{ID9}"), 0);
+        assert_int_equal(integer("EXISTS %s", "mxg:body:{ID9}"), 0);
+        assert_int_equal(integer("EXISTS %s", "mxg:rcpt:{ID9}"), 0);
+        assert_int_equal(integer("ZCARD %s", "mxg:lease"), 0);
+        assert_int_equal(integer("HLEN %s", "mxg:lease:owner"), 0);
+        long long ttl = integer("TTL %s", "mxg:log:{ID9}");
+        assert_true(ttl > HISTORY_S - 10 && ttl <= HISTORY_S);
+        assert_int_equal(integer("LLEN %s", "mxg:log:{ID9}"), 2);
+        redisReply *r = sync_cmd("LINDEX mxg:log:{ID9} 1");
+        assert_int_equal(r->type, REDIS_REPLY_STRING);
+        assert_non_null(strstr(r->str, events[i]));
+        assert_non_null(strstr(r->str, "\"to\":\"b@x.test\""));
+        freeReplyObject(r);
+    }
+}
+
 static void test_utf8_survives_lua_json(void **state)
 {
     (void)state;
@@ -472,6 +510,7 @@ int main(void)
         cmocka_unit_test(test_urgent_work_is_claimed_first),
         cmocka_unit_test(test_route_to_local_stage),
         cmocka_unit_test(test_failed_into_repository_keeps_message),
+        cmocka_unit_test(test_single_recipient_removed),
         cmocka_unit_test(test_utf8_survives_lua_json),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

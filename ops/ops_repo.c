@@ -28,7 +28,7 @@
 
 /*
  * KEYS: 1 msg, 2 rcpt, 3 body, 4 log, 5 the repository, 6 the stage's due set. ARGV: 1 id,
- * 2 repository name, 3 stage, 4 log retention (s). Returns {status, count}: 'absent' (not in the
+ * 2 repository name, 3 stage, 4 log retention (s), 5 the stage's wake channel. Returns {status, count}: 'absent' (not in the
  * repository), 'missing' (its keys were gone: the member is dropped), 'removed' (nothing left to
  * deliver: the message is gone), or 'ok' with the number of recipients made pending.
  */
@@ -62,6 +62,7 @@ static const char reprocess_lua[] =
     "  redis.call('EXPIRE', KEYS[4], ARGV[4])\n"
     "  return {'removed', 0}\n"
     "end\n"
+    "if n > 0 then redis.call('PUBLISH', ARGV[5], '1') end\n"
     "return {'ok', n}\n";
 
 static void repo_key(struct buf *b, const char *prefix, const char *name)
@@ -398,6 +399,8 @@ static int repo_reprocess(struct ops_cli *cli, const struct ops_args *a, int arg
         rc = repo_ids(cli, pos, npos, all, &ids, &n);
     const char *name = npos > 0 ? pos[0] : "";
     struct buf keys[6] = { BUF_INIT };
+    struct buf wake = BUF_INIT;
+    relay_stage_key(&wake, cli->prefix, stage, STAGE_WAKE);
     char retention[32];
     snprintf(retention, sizeof retention, "%lld", conf.relay_history_retention / 1000);
     for (size_t i = 0; rc != 2 && cli->c != NULL && i < n; i++) {
@@ -411,8 +414,8 @@ static int repo_reprocess(struct ops_cli *cli, const struct ops_args *a, int arg
         relay_stage_key(&keys[5], cli->prefix, stage, STAGE_DUE);
         const char *argv2[] = { "EVAL", reprocess_lua, "6", keys[0].data, keys[1].data,
                                 keys[2].data, keys[3].data, keys[4].data, keys[5].data,
-                                ids[i], name, stage, retention };
-        redisReply *r = ops_redis(cli, 13, argv2);
+                                ids[i], name, stage, retention, wake.data };
+        redisReply *r = ops_redis(cli, 14, argv2);
         if (r == NULL) {
             rc = 1;
             break;
@@ -441,6 +444,7 @@ static int repo_reprocess(struct ops_cli *cli, const struct ops_args *a, int arg
     }
     for (size_t k = 0; k < 6; k++)
         buf_release(&keys[k]);
+    buf_release(&wake);
     ops_free_ids(ids, n);
     free(pos);
     return rc;

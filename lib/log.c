@@ -139,6 +139,23 @@ static void put_key(struct logrec *lr, const char *key)
     buf_append(&lr->line, "\":", 2);
 }
 
+/*
+ * "YYYY-MM-DDTHH:MM:SS" for a second, in UTC. Lines come many per second: the text of the last
+ * second is kept (per thread, as worker threads log too).
+ */
+static void second_text(time_t sec, char *out, size_t size)
+{
+    static _Thread_local time_t last = -1;
+    static _Thread_local char text[40];
+    if (sec != last) {
+        struct tm tm;
+        gmtime_r(&sec, &tm);
+        strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
+        last = sec;
+    }
+    snprintf(out, size, "%s", text);
+}
+
 bool log_begin(struct logrec *lr, enum log_level level, const char *event, const struct log_ctx *ctx)
 {
     if (level < log_min)
@@ -146,10 +163,8 @@ bool log_begin(struct logrec *lr, enum log_level level, const char *event, const
     buf_init(&lr->line);
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
     char ts[40];
-    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    second_text(tv.tv_sec, ts, sizeof ts);
     buf_printf(&lr->line, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"role\":\"%s\",\"pid\":%ld",
                ts, (long)(tv.tv_usec / 1000), level_names[level], log_role, pid_now());
     log_str(lr, "event", event);

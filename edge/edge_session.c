@@ -13,6 +13,7 @@
 #include "edge.h"
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -68,14 +69,27 @@ static void session_out(struct edge_session *s, const char *data, size_t len)
         bev_io_write(s->bev, data, len);
 }
 
-/* One reply line and its CRLF in one write, so that over TLS they travel in one record. */
+/*
+ * One reply line and its CRLF in one write, so that over TLS they travel in one record. Most
+ * replies fit the stack buffer; a longer one (EHLO's, a milter's text) takes the heap.
+ */
 static void reply_v(struct edge_session *s, const char *fmt, va_list ap)
 {
-    struct buf line = BUF_INIT;
-    buf_vprintf(&line, fmt, ap);
-    buf_append(&line, "\r\n", 2);
-    session_out(s, line.data, line.len);
-    buf_release(&line);
+    char line[512];
+    va_list again;
+    va_copy(again, ap);
+    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+    if (n >= 0 && (size_t)n < sizeof line - 2) {
+        memcpy(line + n, "\r\n", 2);
+        session_out(s, line, (size_t)n + 2);
+    } else {
+        struct buf big = BUF_INIT;
+        buf_vprintf(&big, fmt, again);
+        buf_append(&big, "\r\n", 2);
+        session_out(s, big.data, big.len);
+        buf_release(&big);
+    }
+    va_end(again);
 }
 
 void edge_reply(struct edge_session *s, const char *fmt, ...)

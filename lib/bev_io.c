@@ -50,10 +50,15 @@ size_t bev_io_read(struct bufferevent *bev, size_t max)
     if (fd < 0 || max == 0)
         return 0;
     struct evbuffer *in = bufferevent_get_input(bev);
+    /* The bufferevent freezes its input's end against other writers; it thaws it for its own
+     * reads just so. */
+    evbuffer_unfreeze(in, 0);
     struct evbuffer_iovec v[2];
     int nv = evbuffer_reserve_space(in, (ev_ssize_t)max, v, 2);
-    if (nv <= 0)
+    if (nv <= 0) {
+        evbuffer_freeze(in, 0);
         return 0;
+    }
     struct iovec iov[2];
     size_t room = 0;
     for (int i = 0; i < nv; i++) {
@@ -74,6 +79,7 @@ size_t bev_io_read(struct bufferevent *bev, size_t max)
         left -= v[i].iov_len;
     }
     evbuffer_commit_space(in, v, used);
+    evbuffer_freeze(in, 0);
     return got > 0 ? (size_t)got : 0;
 }
 

@@ -1166,16 +1166,23 @@ static void wait_msgs(struct msgs *m, int want)
     assert_int_equal(m->n, want);
 }
 
+/* A connection subscribed to channel before it connects, once the server counts it. */
+static struct redis *subscriber_new(const char *name, const char *channel, struct msgs *m)
+{
+    struct redis_target t = { .path = trs_sock };
+    struct redis *r = redis_new(base, &t, 1000, name);
+    redis_subscribe(r, channel, on_msg, m);
+    assert_true(run_until(is_connected, r, 3000));
+    assert_true(run_until(one_subscriber, (void *)channel, 2000));
+    return r;
+}
+
 static void test_subscribe(void **state)
 {
     (void)state;
     /* Subscribed before it connects: the SUBSCRIBE follows the handshake. */
-    struct redis_target t = { .path = trs_sock };
-    struct redis *r = redis_new(base, &t, 1000, "sub");
     struct msgs m = { 0 };
-    redis_subscribe(r, "t:wake", on_msg, &m);
-    assert_true(run_until(is_connected, r, 3000));
-    assert_true(run_until(one_subscriber, "t:wake", 2000));
+    struct redis *r = subscriber_new("sub", "t:wake", &m);
 
     /* Messages in order, byte for byte; other channels' messages do not arrive. */
     assert_int_equal(publish("t:other", "x", 1), 0);
@@ -1225,12 +1232,8 @@ static void test_subscribe(void **state)
 static void test_subscriber_takes_no_command(void **state)
 {
     (void)state;
-    struct redis_target t = { .path = trs_sock };
-    struct redis *r = redis_new(base, &t, 1000, "subcmd");
     struct msgs m = { 0 };
-    redis_subscribe(r, "t:nocmd", on_msg, &m);
-    assert_true(run_until(is_connected, r, 3000));
-    assert_true(run_until(one_subscriber, "t:nocmd", 2000));
+    struct redis *r = subscriber_new("subcmd", "t:nocmd", &m);
 
     struct got g = { 0 };
     struct got_eval ge = { 0 };

@@ -273,11 +273,15 @@ def test_two_relays_deliver_each_recipient_exactly_once(world):
 
 def test_killed_relay_work_is_delivered_by_the_other(world):
     # relay1 works alone and is killed in the middle of the load, holding leased work; only then
-    # does relay2 start, so everything relay1 held must come back through lease expiry.
-    r1 = world.relay({"relay.lease": "3s"}, name="relay1")
+    # does relay2 start, so everything relay1 held must come back through lease expiry. relay1
+    # delivers over one connection, so that it falls behind the load and holds claimed work (a
+    # relay that keeps up can hold none at the moment it dies).
+    r1 = world.relay({"relay.lease": "3s", "relay.destination_concurrency": "1"}, name="relay1")
     n = 600
     src = send_load(world.edge.port, n)
-    mxtest.wait_for(lambda: len(world.sink.dumps()) > n // 4, timeout=60, what="deliveries under way")
+    mxtest.wait_for(lambda: len(world.sink.dumps()) > n // 4
+                    and world.redis.client.zcard("mxg:lease") > 0, timeout=60,
+                    what="deliveries under way, with work leased")
     r1.kill9()
     leased_at_kill = world.redis.client.zcard("mxg:lease")
     assert leased_at_kill > 0

@@ -791,7 +791,8 @@ void edge_session_resume(struct edge_session *s)
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct edge_session *s = arg;
-    if (s->state == ST_DATA || s->state == ST_BDAT)
+    /* Only content that is consumed now: a session waiting on a check reads no further ahead. */
+    if ((s->state == ST_DATA || s->state == ST_BDAT) && !s->waiting && !s->paused)
         bev_io_read(bev, CONTENT_READ_MAX);
     if (s->state == ST_GREET) {
         /* The client talked before our greeting: a spambot's shortcut (RFC 5321 §4.3.1). */

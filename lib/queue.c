@@ -59,6 +59,14 @@ void queue_key(struct buf *b, const char *prefix, const char *kind, const char *
     buf_printf(b, "%s:%s:{%s}", prefix, kind, id);
 }
 
+void queue_stage_key(struct buf *b, const char *prefix, const char *stage, const char *name)
+{
+    if (strcmp(stage, QUEUE_STAGE_MAIN) == 0)
+        buf_printf(b, "%s:%s", prefix, name);
+    else
+        buf_printf(b, "%s:%s:%s", prefix, stage, name);
+}
+
 /* ---- building argument vectors --------------------------------------------------------------- */
 
 /* An argv under construction; strings added with argl_own are freed with it. */
@@ -255,7 +263,7 @@ static void exec_reply(redisReply *reply, const char *err, void *arg)
 static void wake_relays(struct redis *r, const char *prefix)
 {
     struct buf chan = BUF_INIT;
-    buf_printf(&chan, "%s:wake", prefix);
+    queue_stage_key(&chan, prefix, QUEUE_STAGE_MAIN, "wake");
     const char *argv[] = { "PUBLISH", chan.data, "1" };
     if (!redis_command(r, NULL, NULL, 3, argv, NULL))
         log_msg(LOG_DEBUG, "wake-not-sent", NULL, "redis not connected");
@@ -280,7 +288,7 @@ bool queue_enqueue(struct redis *r, const char *prefix, const struct queue_msg *
     if (m->repository != NULL)
         buf_printf(&k_due, "%s:repo:%s", prefix, m->repository);
     else
-        buf_printf(&k_due, "%s:due%s", prefix, m->urgent ? ":urgent" : "");
+        queue_stage_key(&k_due, prefix, QUEUE_STAGE_MAIN, m->urgent ? "due:urgent" : "due");
 
     struct argl hmsg, set, hrcpt, zadd, rpush;
     argl_init(&hmsg, 32);

@@ -76,4 +76,12 @@ bool queue_enqueue(struct redis *r, const char *prefix, const struct queue_msg *
 /* Key helpers: appends "P:kind:{ID}" to b. */
 void queue_key(struct buf *b, const char *prefix, const char *kind, const char *id);
 
+/* The stage the edge enqueues into (the relay's); the mailbox bridge works another, "local". */
+#define QUEUE_STAGE_MAIN "main"
+/*
+ * A stage's schedule key or wake channel (docs/queue.md): appends "P:name" for the main stage,
+ * "P:stage:name" for another; name is "due", "due:urgent", "lease", "lease:owner" or "wake".
+ */
+void queue_stage_key(struct buf *b, const char *prefix, const char *stage, const char *name);
+
 #endif

@@ -133,10 +133,7 @@ static struct redis_script expire_script = REDIS_SCRIPT(expire_lua);
 void relay_stage_key(struct buf *b, const char *prefix, const char *stage, enum relay_stage_key which)
 {
     static const char *const names[] = { "due", "due:urgent", "lease", "lease:owner", "wake" };
-    if (strcmp(stage, RELAY_STAGE_MAIN) == 0)
-        buf_printf(b, "%s:%s", prefix, names[which]);
-    else
-        buf_printf(b, "%s:%s:%s", prefix, stage, names[which]);
+    queue_stage_key(b, prefix, stage, names[which]);
 }
 
 /* Why a script's reply is not the one expected: the transport's error, Redis's, or its shape. */

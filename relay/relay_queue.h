@@ -14,11 +14,12 @@
 #include <stddef.h>
 
 #include "buf.h"
+#include "queue.h"
 
 struct redis;
 
 /* The stage the edge enqueues into: the relay routes from it. */
-#define RELAY_STAGE_MAIN "main"
+#define RELAY_STAGE_MAIN QUEUE_STAGE_MAIN
 
 /* Room for a claim token: the claiming process's random id and its claim number. */
 #define RELAY_TOKEN_LEN 40
@@ -96,8 +97,8 @@ bool relay_queue_expire_leases(struct redis *r, const char *prefix, const char *
 
 enum relay_stage_key { STAGE_DUE, STAGE_URGENT, STAGE_LEASE, STAGE_OWNER, STAGE_WAKE };
 /*
- * Keys of a stage: "P:due", "P:due:urgent", "P:lease", "P:lease:owner" for the main stage;
- * "P:S:due", "P:S:due:urgent", "P:S:lease", "P:S:lease:owner" for stage S.
+ * Keys of a stage: "P:due", "P:due:urgent", "P:lease", "P:lease:owner" and the wake channel
+ * "P:wake" for the main stage; "P:S:due" and so on for stage S (queue_stage_key()).
  */
 void relay_stage_key(struct buf *b, const char *prefix, const char *stage, enum relay_stage_key which);
 

@@ -310,12 +310,16 @@ def split_received(body):
     return body[:end], body[end:]
 
 
-def send_message(port, sender, rcpts, content, ehlo="client.test"):
-    """One message over a fresh session; returns the final reply (code, lines)."""
+def send_message(port, sender, rcpts, content, ehlo="client.test", mail_refusable=False):
+    """One message over a fresh session; returns the final reply (code, lines). With
+    mail_refusable, a refused MAIL FROM is returned instead of failing the test."""
     c = SMTP(port)
     try:
         assert c.cmd(f"EHLO {ehlo}")[0] == 250
-        assert c.cmd(f"MAIL FROM:<{sender}>")[0] == 250
+        reply = c.cmd(f"MAIL FROM:<{sender}>")
+        if mail_refusable and reply[0] != 250:
+            return reply
+        assert reply[0] == 250
         for r in rcpts:
             code, lines = c.cmd(f"RCPT TO:<{r}>")
             assert code == 250, lines

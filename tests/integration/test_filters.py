@@ -44,18 +44,8 @@ def edge_with(edge_factory, world, **extra):
 
 
 def send(port, sender, content, rcpt="bob@local.test"):
-    c = mxtest.SMTP(port)
-    try:
-        expect(c.cmd("EHLO client.test"), 250)
-        reply = c.cmd(f"MAIL FROM:<{sender}>")
-        if reply[0] != 250:
-            return reply
-        expect(c.cmd(f"RCPT TO:<{rcpt}>"), 250)
-        expect(c.cmd("DATA"), 354)
-        c.send(content + b".\r\n")
-        return c.reply()
-    finally:
-        c.close()
+    """(reply to MAIL if refused, else the final reply after DATA)."""
+    return mxtest.send_message(port, sender, [rcpt], content + b".\r\n", mail_refusable=True)
 
 
 def stored(redis_server, reply):

@@ -30,19 +30,7 @@ def clamav(tmp_path_factory):
 
 def send(port, content, sender="a@src.test", rcpts=("bob@local.test",)):
     """(reply to MAIL if refused, else the final reply after DATA)."""
-    c = mxtest.SMTP(port)
-    try:
-        expect(c.cmd("EHLO client.test"), 250)
-        r = c.cmd(f"MAIL FROM:<{sender}>")
-        if r[0] != 250:
-            return r
-        for rcpt in rcpts:
-            expect(c.cmd(f"RCPT TO:<{rcpt}>"), 250)
-        expect(c.cmd("DATA"), 354)
-        c.send(content + b".\r\n")
-        return c.reply()
-    finally:
-        c.close()
+    return mxtest.send_message(port, sender, rcpts, content + b".\r\n", mail_refusable=True)
 
 
 CLEAN = b"From: <a@src.test>\r\nTo: <bob@local.test>\r\nSubject: hello\r\n\r\nJust a note.\r\n"
